@@ -1,0 +1,1 @@
+"""Volumes, their geometry, degradation and the unpaired patch datasets."""

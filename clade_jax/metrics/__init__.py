@@ -1,0 +1,1 @@
+"""Image-quality metrics: PIQUE, edge sharpness, SNR and ground-truth fidelity."""

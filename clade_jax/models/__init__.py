@@ -1,0 +1,1 @@
+"""Generators and discriminators (flax linen, applied as pure functions)."""
