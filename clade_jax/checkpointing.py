@@ -1,0 +1,105 @@
+"""Every Orbax call of the project: save/restore train state and data-iterator state.
+
+A workdir holds `config.json` (the run's configuration, written once) and
+`checkpoints/<step>/` with two items: `state` (params of all four networks, the optax
+state, the step) and `data` (the grain iterator state, as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+# Fields that change the parameter shapes: a checkpoint is unusable if they differ.
+ARCHITECTURE_FIELDS = ("generator_norm", "features", "num_blocks", "disc_features",
+                       "disc_layers")
+
+
+class CheckpointError(RuntimeError):
+  """A workdir whose checkpoints cannot be used; the message says why."""
+
+
+def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
+  """Restores (state, data_state) at `step` (default latest) onto `abstract_state`'s
+  shapes and shardings."""
+  step = mngr.latest_step() if step is None else step
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+  return restored["state"], restored["data"]
+
+
+def restore_params(workdir: str, step: int | None = None):
+  """Loads (params, config) of a trained run for inference.
+
+  Raises:
+    CheckpointError: no config or no checkpoint in `workdir`.
+  """
+  config = load_config(workdir)
+  mngr = manager(workdir)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise CheckpointError(f"{workdir}: no checkpoint found (train first)")
+  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  mngr.close()
+  return restored["state"]["params"], config
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Stores the run's config, or checks a resumed run uses a compatible one."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.exists(path):
+    check_compatible(load_config(workdir), config, workdir)
+  os.makedirs(workdir, exist_ok=True)
+  atomic_write_text(path, config.to_json(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{workdir}: not a training workdir (no {CONFIG_FILE})")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def check_compatible(saved, config, workdir: str) -> None:
+  for field in ARCHITECTURE_FIELDS:
+    old, new = saved.model.get(field), config.model.get(field)
+    if old != new:
+      raise CheckpointError(
+          f"{workdir}: holds a run with model.{field}={old!r} but the config says {new!r}; "
+          "use another --workdir or the original config")
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes beside the destination, then renames: readers never see half a file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def abstract_like(tree):
+  """ShapeDtypeStructs (with shardings) of a pytree of arrays, for restoring."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

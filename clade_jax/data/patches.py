@@ -1,0 +1,168 @@
+"""Unpaired training patches: domain X from low-resolution-plane slices, Y from high.
+
+Every volume is resampled to isotropic along its thick axis and normalised to [-1, 1].
+Domain X holds the slices of a low-resolution plane (they contain the thick axis);
+domain Y the slices of the high-resolution plane (perpendicular to the thick axis).
+An epoch draws `patches_per_slice` random patches from every X slice (paper Sec. 4.5),
+each paired with a patch from a random Y slice: the pairs carry no correspondence.
+
+The dataset is random access: sample i is a pure function of (seed, i), so grain can
+shuffle, shard per host and checkpoint the iterator as a single index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+
+import grain
+import numpy as np
+from scipy import ndimage
+
+from clade_jax.data import volume as volume_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedVolume:
+  """A training volume in the generator's intensity range, with its slicing axes."""
+
+  path: str
+  isotropic: np.ndarray  # [I, J, K] normalised, thick axis resampled.
+  acquired: np.ndarray  # [I, J, K] normalised, original grid.
+  thick_axis: int
+  lr_axis: int
+  normalizer: volume_lib.Normalizer
+
+
+def list_volumes(root: str) -> list[str]:
+  """NIfTI paths under `root`: one file, a directory of files, or a glob."""
+  if not root:
+    raise volume_lib.VolumeError("no training data: set --config.data.root=DIR")
+  if os.path.isdir(root):
+    paths = sorted(p for p in glob.glob(os.path.join(root, "*")) if volume_lib.is_nifti(p))
+  elif os.path.isfile(root):
+    paths = [root]
+  else:
+    paths = sorted(p for p in glob.glob(root) if volume_lib.is_nifti(p))
+  if not paths:
+    raise volume_lib.VolumeError(f"{root}: no NIfTI volumes (.nii, .nii.gz) found")
+  return paths
+
+
+def prepare_volume(path: str, data_config) -> PreparedVolume:
+  """Loads, resamples and normalises one training volume as the config says."""
+  vol = volume_lib.load_volume(path)
+  thick = data_config.thick_axis
+  if thick < 0:
+    thick = volume_lib.find_thick_axis(vol.spacing, name=path)
+  target = data_config.target_spacing or None
+  iso = volume_lib.resample_thick_axis(vol, thick, target)
+  normalizer = volume_lib.Normalizer.fit(iso.data, tuple(data_config.percentiles), name=path)
+  try:
+    lr_axis = volume_lib.lr_slice_axis(vol.affine, thick, data_config.lr_plane)
+  except ValueError as e:
+    raise volume_lib.VolumeError(f"{path}: {e}") from None
+  for name, shape in (("resampled", iso.data.shape), ("acquired", vol.data.shape)):
+    if min(np.delete(shape, thick if name == "acquired" else lr_axis)) < data_config.patch_size:
+      raise volume_lib.VolumeError(
+          f"{path}: {name} slices {shape} are smaller than the {data_config.patch_size}-pixel patch")
+  return PreparedVolume(path, normalizer.forward(iso.data), normalizer.forward(vol.data),
+                        thick, lr_axis, normalizer)
+
+
+class UnpairedPatches:
+  """Random-access source of {'x': [P, P, 1], 'y': [P, P, 1]} float32 patch pairs.
+
+  Args:
+    volumes: prepared training volumes.
+    patch_size: square patch side.
+    patches_per_slice: patches drawn from each X slice per epoch.
+    min_foreground: fraction of a patch that must be foreground.
+    background_level: foreground is brighter than this fraction of [-1, 1].
+    hr_slices: 'acquired' or 'all' (see configs/mri.py).
+    holdout: X slices (volume index, slice index) kept out of training.
+    seed: base of every sample's random stream.
+  """
+
+  def __init__(self, volumes, *, patch_size=32, patches_per_slice=4, min_foreground=0.3,
+               background_level=0.05, hr_slices="acquired", holdout=(), seed=0):
+    self.patch_size = patch_size
+    self.min_foreground = min_foreground
+    self.threshold = -1.0 + 2.0 * background_level
+    self.seed = seed
+    self.x_stacks = [volume_lib.plane_slices(v.isotropic, v.lr_axis) for v in volumes]
+    if hr_slices == "acquired":
+      self.y_stacks = [volume_lib.plane_slices(v.acquired, v.thick_axis) for v in volumes]
+    elif hr_slices == "all":
+      self.y_stacks = [volume_lib.plane_slices(v.isotropic, v.thick_axis) for v in volumes]
+    else:
+      raise ValueError(f"data.hr_slices must be 'acquired' or 'all', got {hr_slices!r}")
+    holdout = set(holdout)
+    self.x_slices = [s for s in self._usable(self.x_stacks) if s not in holdout]
+    self.y_slices = self._usable(self.y_stacks)
+    if not self.x_slices or not self.y_slices:
+      raise volume_lib.VolumeError(
+          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no slice has a "
+          f"{patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
+          "data.min_foreground or data.background_level")
+    self.epoch_length = patches_per_slice * len(self.x_slices)
+
+  def _foreground_fraction(self, stack: np.ndarray) -> np.ndarray:
+    """Foreground fraction of every patch position: [S, H-P+1, W-P+1]."""
+    p = self.patch_size
+    fg = (stack > self.threshold).astype(np.float32)
+    mean = ndimage.uniform_filter(fg, size=(1, p, p), mode="constant")
+    # uniform_filter centres the window; shift so index (r, c) is the patch at (r, c).
+    lo = p // 2
+    return mean[:, lo:lo + stack.shape[1] - p + 1, lo:lo + stack.shape[2] - p + 1]
+
+  def _usable(self, stacks) -> list[tuple[int, int]]:
+    usable = []
+    for v, stack in enumerate(stacks):
+      best = self._foreground_fraction(stack).max(axis=(1, 2))
+      usable += [(v, int(s)) for s in np.flatnonzero(best >= self.min_foreground - 1e-6)]
+    return usable
+
+  def __len__(self) -> int:
+    return self.epoch_length
+
+  def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random patch with enough foreground; a few cheap draws, then an exact search."""
+    p = self.patch_size
+    h, w = image.shape
+    for _ in range(8):
+      r, c = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
+      patch = image[r:r + p, c:c + p]
+      if np.mean(patch > self.threshold) >= self.min_foreground - 1e-6:
+        return patch
+    frac = self._foreground_fraction(image[None])[0]
+    candidates = np.flatnonzero(frac >= self.min_foreground - 1e-6)
+    r, c = np.unravel_index(rng.choice(candidates), frac.shape)
+    return image[r:r + p, c:c + p]
+
+  def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
+    """The pair for X record `record` at global sample position `index`."""
+    rng = np.random.default_rng([self.seed, index])
+    xv, xs = self.x_slices[record % len(self.x_slices)]
+    yv, ys = self.y_slices[rng.integers(len(self.y_slices))]
+    x = self._crop(self.x_stacks[xv][xs], rng)
+    y = self._crop(self.y_stacks[yv][ys], rng)
+    return {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
+
+
+def make_dataset(source: UnpairedPatches, batch_size: int, *, seed: int,
+                 shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
+  """Endless, per-epoch reshuffled batches of patch pairs for one host.
+
+  Args:
+    source: the patch source.
+    batch_size: the host's batch size (global batch / number of hosts).
+    seed: shuffle seed.
+    shard_index: this host's index (jax.process_index()).
+    shard_count: number of hosts (jax.process_count()).
+  """
+  ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
+  ds = ds.map_with_index(lambda i, record: source.sample(record, i))
+  ds = ds[shard_index::shard_count]
+  return ds.batch(batch_size, drop_remainder=True)

@@ -1,0 +1,72 @@
+"""ResNet generators: CLADE (weight demodulation) and the conventional CycleGAN.
+
+The shape follows Zhu et al.'s CycleGAN generator (paper Fig. 2): an encoder
+(7x7 conv, two stride-2 convs), `num_blocks` residual blocks, a decoder (two stride-2
+transposed convs, 7x7 conv) and tanh, with reflect padding. The only switch is how
+activations are normalised: 'demod' demodulates every kernel (CLADE, no norm layers),
+'instance' uses plain kernels followed by instance norm (conventional CycleGAN).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+
+from clade_jax.models import layers
+
+NORMS = ("demod", "instance")
+
+
+class ResidualBlock(nn.Module):
+  features: int
+  norm: str = "demod"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod")
+    h = conv()(layers.reflect_pad(x, 1))
+    h = nn.relu(_normalise(h, self.norm))
+    h = conv()(layers.reflect_pad(h, 1))
+    return x + _normalise(h, self.norm)
+
+
+class ResnetGenerator(nn.Module):
+  """Image-to-image generator for [B, H, W, C] inputs in [-1, 1]; H and W divisible by 4.
+
+  Attributes:
+    features: channels of the first layer (ngf; 64 in the paper).
+    num_blocks: residual blocks (6 in the paper).
+    norm: 'demod' (CLADE) or 'instance' (conventional CycleGAN).
+    out_channels: output channels; default the input's.
+  """
+
+  features: int = 64
+  num_blocks: int = 6
+  norm: str = "demod"
+  out_channels: int | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.norm not in NORMS:
+      raise ValueError(f"unknown generator norm {self.norm!r}; use one of {NORMS}")
+    demod = self.norm == "demod"
+    f = self.features
+    h = layers.Conv(f, 7, demodulate=demod)(layers.reflect_pad(x, 3))
+    h = nn.relu(_normalise(h, self.norm))
+    for mult in (2, 4):
+      h = layers.Conv(f * mult, 3, strides=2, padding=1, demodulate=demod)(h)
+      h = nn.relu(_normalise(h, self.norm))
+    for _ in range(self.num_blocks):
+      h = ResidualBlock(f * 4, self.norm)(h)
+    for mult in (2, 1):
+      h = layers.ConvTranspose(f * mult, demodulate=demod)(h)
+      h = nn.relu(_normalise(h, self.norm))
+    out = self.out_channels or x.shape[-1]
+    h = layers.Conv(out, 7, demodulate=demod)(layers.reflect_pad(h, 3))
+    return nn.tanh(h)
+
+
+def _normalise(h: jax.Array, norm: str) -> jax.Array:
+  return layers.instance_norm(h) if norm == "instance" else h

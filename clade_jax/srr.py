@@ -1,0 +1,523 @@
+"""Sliding-window super-resolution reconstruction (SRR), paper section 4.6.
+
+At inference CLADE runs on full-size 2D slices of an interpolated anisotropic
+volume. Each slice is cut into overlapping ``patch_size`` x ``patch_size``
+patches at a ``stride``, every patch goes through the generator, the outputs are
+stitched back by summation (a scatter-add) and the sum is normalised by the
+``coverage``, the number of patches covering each pixel (the paper's Hadamard
+product with the reciprocal of the sampling count).
+
+Everything from patch extraction to normalisation runs inside one ``jax.jit``;
+only the loop over chunks of slices runs on the host. Typical use::
+
+  def apply_fn(params, patches):  # [B, P, P, 1] -> [B, P, P, 1]
+    return model.apply({'params': params}, patches)
+
+  bar = tqdm.tqdm(total=len(slices), unit='slice')
+  sr_slices = srr.reconstruct_slices(
+      apply_fn, params, slices, stride=6, progress=bar.update)
+
+Peak device memory in ``mode='patch'`` is about
+
+  patches_per_batch x (generator activations of one patch)
+  + about 4 x slices_per_chunk x H x W x 4 bytes
+
+The first term is one generator call: the patches of a chunk are flattened
+across slices and fed to the generator ``patches_per_batch`` at a time inside a
+``lax.scan``, so the full set of patches (6,561 per 512 x 512 slice at stride 6,
+about 27 MB per slice in float32 before any activations) is never materialised.
+The second term is the input chunk, the float32 accumulator, the chunk's output
+and the previous chunk's output waiting to be copied to the host. For a
+512 x 512 x 400 CT volume at stride 6 with ``slices_per_chunk=8`` it is about
+34 MB, independent of the stride, so ``patches_per_batch`` is the knob that
+sets the peak. Neither term depends on the number of slices in the volume.
+
+On GPU, XLA's scatter-add may add overlapping patches in a different order
+from run to run, so results can differ in the last float32 bit; set
+``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` for bitwise reproducibility.
+
+``mode='full'`` instead applies the (fully convolutional) generator to whole
+slices; its peak is ``slices_per_chunk`` x (generator activations of one
+padded slice), i.e. roughly H x W / patch_size**2 patches' worth per slice.
+"""
+
+from collections.abc import Callable
+import functools
+from typing import Any, Literal
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+# `apply_fn(params, patches)`: the generator as a pure function of its
+# parameters and a float32 NHWC batch; must return the same shape.
+ApplyFn = Callable[[Any, jax.Array], jax.Array]
+Mode = Literal['patch', 'full']
+
+# The CLADE generator downsamples twice by 2, so whole-slice inputs must have
+# sides divisible by 4 to come back at their own size.
+FULL_MODE_MULTIPLE = 4
+
+_DATA_AXIS = 'data'
+
+
+def patch_starts(length: int, patch_size: int, stride: int) -> np.ndarray:
+  """Start offsets of the sliding window along one axis.
+
+  Starts are 0, stride, 2 * stride, ... plus a final start flush with the edge
+  (``length - patch_size``) when the regular grid does not end there, so every
+  pixel is covered and the last patch is never out of bounds.
+
+  Args:
+    length: Size of the axis in pixels.
+    patch_size: Side of the square patch.
+    stride: Step between consecutive starts, in ``[1, patch_size]`` (a larger
+      stride would leave uncovered gaps between patches).
+
+  Returns:
+    Strictly increasing int32 array of starts, first 0, last
+    ``length - patch_size``.
+
+  Raises:
+    ValueError: if ``length < patch_size`` (pad the image first, as
+      `reconstruct_slices` does) or the stride is out of range.
+  """
+  if patch_size < 1:
+    raise ValueError(f'patch_size must be >= 1, got {patch_size}.')
+  if not 1 <= stride <= patch_size:
+    raise ValueError(
+        f'stride must be in [1, patch_size={patch_size}] so that patches '
+        f'leave no gaps, got {stride}.')
+  if length < patch_size:
+    raise ValueError(
+        f'Axis of length {length} is smaller than patch_size={patch_size}; '
+        'pad it to at least the patch size first.')
+  starts = np.arange(0, length - patch_size + 1, stride)
+  if starts[-1] != length - patch_size:
+    starts = np.append(starts, length - patch_size)
+  return starts.astype(np.int32)
+
+
+def _coverage_1d(length: int, starts, patch_size: int) -> np.ndarray:
+  """Number of windows ``[s, s + patch_size)`` covering each index."""
+  starts = np.asarray(starts)
+  if starts.size and (starts.min() < 0 or starts.max() > length - patch_size):
+    raise ValueError(
+        f'Patch starts must lie in [0, {length - patch_size}], got '
+        f'[{starts.min()}, {starts.max()}].')
+  # Difference array: +1 where a window opens, -1 one past where it closes.
+  edges = np.zeros(length + 1, np.int64)
+  np.add.at(edges, starts, 1)
+  np.add.at(edges, starts + patch_size, -1)
+  return np.cumsum(edges)[:length]
+
+
+def coverage(
+    shape: tuple[int, int],
+    starts_r: np.ndarray,
+    starts_c: np.ndarray,
+    patch_size: int,
+) -> np.ndarray:
+  """Number of patches covering each pixel (the normaliser of section 4.6).
+
+  The patches form the Cartesian grid ``starts_r x starts_c``, so the count
+  factorises into the outer product of the per-axis counts.
+
+  Args:
+    shape: ``(height, width)`` of the image.
+    starts_r: Row starts of the patch grid, e.g. from `patch_starts`.
+    starts_c: Column starts of the patch grid.
+    patch_size: Side of the square patch.
+
+  Returns:
+    float32 array ``[height, width]`` of counts.
+  """
+  height, width = shape
+  return np.outer(
+      _coverage_1d(height, starts_r, patch_size),
+      _coverage_1d(width, starts_c, patch_size),
+  ).astype(np.float32)
+
+
+def _grid_corners(starts_r, starts_c) -> tuple[np.ndarray, np.ndarray]:
+  """Top-left corners of the patch grid, row-major, as two flat arrays."""
+  rows, cols = np.meshgrid(
+      np.asarray(starts_r, np.int32), np.asarray(starts_c, np.int32),
+      indexing='ij')
+  return rows.ravel(), cols.ravel()
+
+
+def _extract(array: jax.Array, starts: jax.Array, sizes) -> jax.Array:
+  """Windows of ``array`` of shape ``sizes`` at each row of ``starts``.
+
+  Args:
+    array: Array to cut windows from.
+    starts: int ``[N, array.ndim]`` window origins.
+    sizes: Static window shape, one entry per axis of ``array``.
+
+  Returns:
+    ``[N, *sizes]`` windows.
+  """
+  # vmap of dynamic_slice lowers to a single gather. dynamic_slice clamps its
+  # starts, which the padded batch slots in `_reconstruct_patch_mode` rely on.
+  return jax.vmap(lambda start: lax.dynamic_slice(array, start, sizes))(starts)
+
+
+def _scatter_add(
+    accumulator: jax.Array, starts: jax.Array, windows: jax.Array
+) -> jax.Array:
+  """Adds each window into ``accumulator`` at its origin; adjoint of `_extract`.
+
+  Args:
+    accumulator: Array to add into.
+    starts: int ``[N, accumulator.ndim]`` window origins.
+    windows: ``[N, *sizes]`` values to add.
+
+  Returns:
+    ``accumulator`` plus every window. Overlaps add up. Windows with any index
+    out of bounds are dropped, which is how padded batch slots are discarded.
+  """
+  # One XLA scatter whose updates are whole windows: the transpose of the
+  # gather that `_extract` lowers to. Compared with `.at[]` on per-pixel
+  # index arrays it needs no [N, *sizes] index tensors and compiles faster.
+  dimension_numbers = lax.ScatterDimensionNumbers(
+      update_window_dims=tuple(range(1, windows.ndim)),
+      inserted_window_dims=(),
+      scatter_dims_to_operand_dims=tuple(range(accumulator.ndim)))
+  return lax.scatter_add(
+      accumulator, starts, windows, dimension_numbers,
+      mode=lax.GatherScatterMode.FILL_OR_DROP)
+
+
+def extract_patches(
+    image: jax.Array, starts_r, starts_c, patch_size: int
+) -> jax.Array:
+  """Cuts the patch grid ``starts_r x starts_c`` out of one image.
+
+  Args:
+    image: ``[H, W]`` or ``[H, W, C]`` image.
+    starts_r: Row starts of the grid, e.g. from `patch_starts`.
+    starts_c: Column starts of the grid.
+    patch_size: Side of the square patch.
+
+  Returns:
+    ``[N, patch_size, patch_size, C]`` patches (C = 1 for a 2D image), N =
+    ``len(starts_r) * len(starts_c)``, in row-major grid order.
+  """
+  image = jnp.asarray(image)
+  if image.ndim == 2:
+    image = image[..., None]
+  rows, cols = _grid_corners(starts_r, starts_c)
+  return _extract_grid(image, rows, cols, patch_size)
+
+
+# Jitted so that the eager API runs as one program, not op by op; the corners
+# are traced, so only their number and the image shape trigger a recompile.
+@functools.partial(jax.jit, static_argnames='patch_size')
+def _extract_grid(image, rows, cols, patch_size):
+  starts = jnp.stack([rows, cols, jnp.zeros_like(rows)], axis=1)
+  return _extract(image, starts, (patch_size, patch_size, image.shape[2]))
+
+
+def stitch_patches(
+    patches: jax.Array, starts_r, starts_c, shape: tuple[int, int]
+) -> jax.Array:
+  """Sums patches back into an image by scatter-add, without normalising.
+
+  Dividing the result by `coverage` gives the sliding-window reconstruction.
+
+  Args:
+    patches: ``[N, P, P, C]`` patches in the row-major order of
+      `extract_patches`.
+    starts_r: Row starts of the grid.
+    starts_c: Column starts of the grid.
+    shape: ``(height, width)`` of the image.
+
+  Returns:
+    float32 ``[height, width, C]`` sum of the patches.
+  """
+  rows, cols = _grid_corners(starts_r, starts_c)
+  return _stitch_grid(jnp.asarray(patches), rows, cols, tuple(shape))
+
+
+@functools.partial(jax.jit, static_argnames='shape')
+def _stitch_grid(patches, rows, cols, shape):
+  starts = jnp.stack([rows, cols, jnp.zeros_like(rows)], axis=1)
+  accumulator = jnp.zeros(shape + patches.shape[3:], jnp.float32)
+  return _scatter_add(accumulator, starts, patches.astype(jnp.float32))
+
+
+def _pad_end(slices: jax.Array, height: int, width: int) -> jax.Array:
+  """Reflect-pads ``[S, h, w]`` slices at the bottom/right to ``[S, H, W]``.
+
+  Reflection keeps image-like texture at the border, where edge padding would
+  create flat streaks the generator never saw in training. Padding only at
+  the end keeps pixel (0, 0) where it was, so cropping back is ``[:h, :w]``.
+  """
+  return jnp.pad(
+      slices,
+      ((0, 0), (0, height - slices.shape[1]), (0, width - slices.shape[2])),
+      mode='reflect')
+
+
+def _check_output(outputs: jax.Array, expected_shape) -> None:
+  if outputs.shape != tuple(expected_shape):
+    raise ValueError(
+        f'apply_fn must map {tuple(expected_shape)} to the same shape, got '
+        f'{outputs.shape}.')
+
+
+def _reconstruct_patch_mode(
+    apply_fn: ApplyFn,
+    params: Any,
+    slices: jax.Array,
+    patch_size: int,
+    stride: int,
+    patches_per_batch: int,
+) -> jax.Array:
+  """Sliding-window reconstruction of ``[S, H, W]`` slices (traced in jit)."""
+  num_slices, height, width = slices.shape
+  # Slices smaller than a patch are padded up to it and cropped back at the
+  # end, so the generator always sees patch-sized inputs, as in training.
+  padded_height, padded_width = max(height, patch_size), max(width, patch_size)
+  padded = _pad_end(slices, padded_height, padded_width)
+
+  starts_r = patch_starts(padded_height, patch_size, stride)
+  starts_c = patch_starts(padded_width, patch_size, stride)
+  rows, cols = _grid_corners(starts_r, starts_c)
+  patches_per_slice = rows.size
+  # Patches of all slices in the chunk are flattened into one list, so the
+  # generator batch is `patches_per_batch` whatever the number of slices.
+  # Spreading them evenly over the batches keeps the padding below one
+  # patch per batch instead of up to a whole batch.
+  num_patches = num_slices * patches_per_slice
+  num_batches = -(-num_patches // patches_per_batch)
+  batch_size = -(-num_patches // num_batches)
+  rows, cols = jnp.asarray(rows), jnp.asarray(cols)
+
+  def add_batch(accumulator, batch_index):
+    item = batch_index * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    # Slots past the last patch get slice index >= num_slices: `_extract`
+    # clamps them onto a real patch (harmless work) and `_scatter_add` drops
+    # their outputs because the index is out of bounds.
+    slice_index = item // patches_per_slice
+    patch_index = item % patches_per_slice
+    starts = jnp.stack([slice_index, rows[patch_index], cols[patch_index]], 1)
+    patches = _extract(padded, starts, (1, patch_size, patch_size))
+    patches = patches.reshape(batch_size, patch_size, patch_size, 1)
+    outputs = apply_fn(params, patches)
+    _check_output(outputs, patches.shape)
+    outputs = outputs.reshape(batch_size, 1, patch_size, patch_size)
+    return _scatter_add(accumulator, starts, outputs.astype(jnp.float32)), None
+
+  # zeros_like, not zeros: under shard_map it inherits the mesh axes the
+  # slices vary over, which the scan carry's input and output must share.
+  accumulator = jnp.zeros_like(padded, jnp.float32)
+  accumulator, _ = lax.scan(
+      add_batch, accumulator, jnp.arange(num_batches, dtype=jnp.int32))
+  # Coverage is separable, so build it from the two per-axis counts on
+  # device rather than embedding an H x W constant in the program.
+  pixel_coverage = (
+      jnp.asarray(_coverage_1d(padded_height, starts_r, patch_size),
+                  jnp.float32)[:, None]
+      * jnp.asarray(_coverage_1d(padded_width, starts_c, patch_size),
+                    jnp.float32)[None, :])
+  return (accumulator / pixel_coverage)[:, :height, :width]
+
+
+def _reconstruct_full_mode(
+    apply_fn: ApplyFn, params: Any, slices: jax.Array
+) -> jax.Array:
+  """Whole-slice generator pass on ``[S, H, W]`` slices (traced in jit)."""
+  _, height, width = slices.shape
+  padded = _pad_end(
+      slices,
+      -(-height // FULL_MODE_MULTIPLE) * FULL_MODE_MULTIPLE,
+      -(-width // FULL_MODE_MULTIPLE) * FULL_MODE_MULTIPLE)[..., None]
+  outputs = apply_fn(params, padded)
+  _check_output(outputs, padded.shape)
+  return outputs[:, :height, :width, 0].astype(jnp.float32)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=('apply_fn', 'patch_size', 'stride', 'patches_per_batch',
+                     'mode', 'mesh'))
+def reconstruct_chunk(
+    params: Any,
+    slices: jax.Array,
+    *,
+    apply_fn: ApplyFn,
+    patch_size: int = 32,
+    stride: int = 12,
+    patches_per_batch: int = 1024,
+    mode: Mode = 'patch',
+    mesh: jax.sharding.Mesh | None = None,
+) -> jax.Array:
+  """Super-resolves one chunk of slices in a single jitted call.
+
+  Compiled once per (``apply_fn``, static settings, chunk shape): the
+  generator weights are an argument, not constants baked into the program, so
+  new params or a new chunk of the same shape reuse the compiled program.
+  Pass the same ``apply_fn`` object every time (a function defined once, not
+  a fresh lambda per call), since it is part of the compilation cache key.
+
+  Args:
+    params: Generator parameters, passed through to ``apply_fn``.
+    slices: float32 ``[S, H, W]`` low-resolution slices.
+    apply_fn: ``apply_fn(params, x)`` maps an NHWC float32 batch
+      ``[B, h, w, 1]`` to the same shape. It must treat batch entries
+      independently (no batch statistics): padded batch slots hold copies of
+      real patches.
+    patch_size: Side of the square patches (32 in the paper).
+    stride: Step between patches, in ``[1, patch_size]``.
+    patches_per_batch: Upper bound on the generator batch in patch mode (per
+      device when ``mesh`` is given). Sets the peak memory, see the module
+      docstring.
+    mode: ``'patch'``: the paper's overlapping sliding-window reconstruction.
+      ``'full'``: one generator pass over each whole slice, reflect-padded at
+      the bottom/right to a multiple of `FULL_MODE_MULTIPLE` and cropped back.
+      The results differ, because near patch borders the generator sees
+      padding where in full mode it sees the neighbouring anatomy, and no
+      averaging over overlapping patches takes place.
+    mesh: Optional mesh with a ``'data'`` axis; slices are then split over it
+      (S must be divisible by its size), each device reconstructs its own
+      slices and params are replicated. No communication is needed.
+
+  Returns:
+    float32 ``[S, H, W]`` reconstructed slices.
+  """
+  if mode == 'patch':
+    if patches_per_batch < 1:
+      raise ValueError(
+          f'patches_per_batch must be >= 1, got {patches_per_batch}.')
+    reconstruct = functools.partial(
+        _reconstruct_patch_mode, apply_fn, patch_size=patch_size,
+        stride=stride, patches_per_batch=patches_per_batch)
+  elif mode == 'full':
+    reconstruct = functools.partial(_reconstruct_full_mode, apply_fn)
+  else:
+    raise ValueError(f"mode must be 'patch' or 'full', got {mode!r}.")
+
+  slices = jnp.asarray(slices, jnp.float32)
+  if slices.ndim != 3:
+    raise ValueError(f'slices must be [S, H, W], got shape {slices.shape}.')
+  if mesh is not None:
+    # Slices are independent, so each device runs the whole single-device
+    # algorithm on its own share with no communication.
+    reconstruct = jax.shard_map(
+        reconstruct, mesh=mesh, in_specs=(P(), P(_DATA_AXIS)),
+        out_specs=P(_DATA_AXIS))
+  return reconstruct(params, slices)
+
+
+def make_slice_reconstructor(
+    apply_fn: ApplyFn,
+    *,
+    patch_size: int = 32,
+    stride: int = 12,
+    patches_per_batch: int = 1024,
+    mode: Mode = 'patch',
+    mesh: jax.sharding.Mesh | None = None,
+) -> Callable[[Any, jax.Array], jax.Array]:
+  """Binds the static settings of `reconstruct_chunk`.
+
+  Args:
+    apply_fn: See `reconstruct_chunk`.
+    patch_size: See `reconstruct_chunk`.
+    stride: See `reconstruct_chunk`.
+    patches_per_batch: See `reconstruct_chunk`.
+    mode: See `reconstruct_chunk`.
+    mesh: See `reconstruct_chunk`.
+
+  Returns:
+    A jitted ``reconstruct(params, slices [S, H, W]) -> [S, H, W]``.
+  """
+  return functools.partial(
+      reconstruct_chunk, apply_fn=apply_fn, patch_size=patch_size,
+      stride=stride, patches_per_batch=patches_per_batch, mode=mode, mesh=mesh)
+
+
+def reconstruct_slices(
+    apply_fn: ApplyFn,
+    params: Any,
+    slices,
+    *,
+    patch_size: int = 32,
+    stride: int = 12,
+    patches_per_batch: int = 1024,
+    slices_per_chunk: int = 8,
+    mode: Mode = 'patch',
+    mesh: jax.sharding.Mesh | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> np.ndarray:
+  """Super-resolves a stack of 2D slices, a chunk of slices per jitted call.
+
+  Every chunk has the same shape (the last one is zero-padded and cropped),
+  so the reconstruction compiles once per slice size. The next chunk is
+  dispatched before the previous one is copied to the host, which overlaps
+  the transfer with compute. Results do not depend on ``slices_per_chunk``
+  or ``patches_per_batch`` beyond float rounding of the scatter-add order.
+
+  Args:
+    apply_fn: Generator ``apply_fn(params, x)``, see `reconstruct_chunk`.
+    params: Generator parameters.
+    slices: float32 ``[S, H, W]`` slices (numpy or jax).
+    patch_size: Side of the square patches.
+    stride: Step between patches, in ``[1, patch_size]``.
+    patches_per_batch: Upper bound on the generator batch (patch mode).
+    slices_per_chunk: Slices per jitted call; bounds the accumulator memory.
+      Rounded up to a multiple of the mesh size when ``mesh`` is given.
+    mode: ``'patch'`` or ``'full'``, see `reconstruct_chunk`.
+    mesh: Optional mesh with a ``'data'`` axis to split each chunk over.
+    progress: Called with the number of slices finished after each chunk,
+      e.g. ``tqdm_bar.update``.
+
+  Returns:
+    float32 numpy ``[S, H, W]`` reconstructed slices.
+  """
+  slices = np.asarray(slices, np.float32)
+  if slices.ndim != 3:
+    raise ValueError(f'slices must be [S, H, W], got shape {slices.shape}.')
+  if slices_per_chunk < 1:
+    raise ValueError(f'slices_per_chunk must be >= 1, got {slices_per_chunk}.')
+  num_slices = slices.shape[0]
+  outputs = np.empty_like(slices)
+  if num_slices == 0:
+    return outputs
+  reconstruct = make_slice_reconstructor(
+      apply_fn, patch_size=patch_size, stride=stride,
+      patches_per_batch=patches_per_batch, mode=mode, mesh=mesh)
+
+  chunk_size = min(slices_per_chunk, num_slices)
+  if mesh is not None:
+    num_shards = mesh.shape[_DATA_AXIS]
+    chunk_size = -(-chunk_size // num_shards) * num_shards
+    slice_sharding = NamedSharding(mesh, P(_DATA_AXIS))
+    params = jax.device_put(params, NamedSharding(mesh, P()))
+
+  def collect(start, stop, result):
+    outputs[start:stop] = np.asarray(result)[:stop - start]
+    if progress is not None:
+      progress(stop - start)
+
+  in_flight = None
+  for start in range(0, num_slices, chunk_size):
+    stop = min(start + chunk_size, num_slices)
+    chunk = slices[start:stop]
+    if stop - start < chunk_size:
+      chunk = np.concatenate(
+          [chunk, np.zeros((chunk_size - (stop - start),) + chunk.shape[1:],
+                           chunk.dtype)])
+    if mesh is not None:
+      chunk = jax.device_put(chunk, slice_sharding)
+    result = reconstruct(params, chunk)
+    if in_flight is not None:
+      collect(*in_flight)
+    in_flight = (start, stop, result)
+  if in_flight is not None:
+    collect(*in_flight)
+  return outputs

@@ -1,0 +1,341 @@
+"""Tests for the sliding-window super-resolution reconstruction (srr.py)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clade_jax import srr
+
+PATCH = 32
+STRIDES = [1, 5, 6, 12, 32]
+
+
+def _identity(params, patches):
+  del params
+  return patches
+
+
+def _affine(params, patches):
+  del params
+  return patches * 2.0 + 1.0
+
+
+def _random_slices(num_slices, height, width, seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.uniform(-1.0, 1.0, (num_slices, height, width)).astype(np.float32)
+
+
+def _loop_coverage(height, width, starts_r, starts_c, patch_size):
+  """Independent reference: count patches per pixel with explicit loops."""
+  counts = np.zeros((height, width), np.int64)
+  for r in starts_r:
+    for c in starts_c:
+      for i in range(r, r + patch_size):
+        for j in range(c, c + patch_size):
+          counts[i, j] += 1
+  return counts
+
+
+class TinyGenerator(nn.Module):
+  """Generator stand-in: a zero-padded conv, so it depends on position."""
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.tanh(nn.Conv(1, (3, 3))(x))
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  """A tiny flax generator and its patch- and full-mode reconstructions.
+
+  Module-scoped so that each configuration compiles once for all tests.
+  """
+  model = TinyGenerator()
+  # Parameters drawn in numpy on the shapes flax would make: compiling flax's
+  # own random initialisers costs seconds on CPU.
+  shapes = jax.eval_shape(model.init, jax.random.key(0),
+                          jnp.zeros((1, PATCH, PATCH, 1)))['params']
+  rng = np.random.default_rng(3)
+  params = jax.tree.map(
+      lambda leaf: rng.normal(0.0, 0.5, leaf.shape).astype(np.float32), shapes)
+
+  def apply_fn(p, x):
+    return model.apply({'params': p}, x)
+
+  slices = _random_slices(3, 45, 70)
+  return dict(
+      apply_fn=apply_fn, params=params, slices=slices,
+      patch=srr.reconstruct_slices(apply_fn, params, slices, stride=12),
+      full=srr.reconstruct_slices(apply_fn, params, slices, mode='full'))
+
+
+# ----------------------------------------------------------------- patch_starts
+
+
+@pytest.mark.parametrize('length', [32, 33, 45, 70, 97, 512])
+@pytest.mark.parametrize('stride', STRIDES)
+def test_patch_starts_flush_increasing_and_covering(length, stride):
+  starts = srr.patch_starts(length, PATCH, stride)
+  assert starts[0] == 0
+  assert starts[-1] == length - PATCH
+  assert np.all(np.diff(starts) > 0)
+  assert np.all(np.diff(starts) <= stride)
+  covered = np.zeros(length, bool)
+  for s in starts:
+    covered[s:s + PATCH] = True
+  assert covered.all()
+
+
+def test_patch_starts_values():
+  np.testing.assert_array_equal(srr.patch_starts(45, 32, 5), [0, 5, 10, 13])
+  np.testing.assert_array_equal(srr.patch_starts(70, 32, 12),
+                                [0, 12, 24, 36, 38])
+  np.testing.assert_array_equal(srr.patch_starts(64, 32, 32), [0, 32])
+  np.testing.assert_array_equal(srr.patch_starts(32, 32, 6), [0])
+  # 512 at stride 6: the paper's CT setting, 81 x 81 = 6,561 patches a slice.
+  assert len(srr.patch_starts(512, 32, 6)) == 81
+
+
+@pytest.mark.parametrize('length,stride', [(31, 6), (45, 0), (45, 33)])
+def test_patch_starts_rejects_bad_arguments(length, stride):
+  with pytest.raises(ValueError):
+    srr.patch_starts(length, PATCH, stride)
+
+
+# --------------------------------------------------------------------- coverage
+
+
+@pytest.mark.parametrize('shape', [(45, 70), (33, 97), (32, 32), (64, 40)])
+@pytest.mark.parametrize('stride', [5, 6, 12, 32])
+def test_coverage_matches_loop_count(shape, stride):
+  starts_r = srr.patch_starts(shape[0], PATCH, stride)
+  starts_c = srr.patch_starts(shape[1], PATCH, stride)
+  counts = srr.coverage(shape, starts_r, starts_c, PATCH)
+  expected = _loop_coverage(*shape, starts_r, starts_c, PATCH)
+  np.testing.assert_array_equal(counts, expected)
+  assert counts.dtype == np.float32
+  assert counts.min() >= 1
+  # Corners are reached only by the corner patches of the grid.
+  for corner in [(0, 0), (0, -1), (-1, 0), (-1, -1)]:
+    assert counts[corner] == 1
+
+
+def test_coverage_edges_by_hand():
+  # Columns 0..39, starts [0, 8]: single cover at both ends, double between.
+  starts_c = srr.patch_starts(40, PATCH, 8)
+  counts = srr.coverage((32, 40), [0], starts_c, PATCH)
+  expected_row = np.array([1] * 8 + [2] * 24 + [1] * 8)
+  np.testing.assert_array_equal(counts, np.tile(expected_row, (32, 1)))
+
+
+def test_coverage_is_one_when_stride_equals_patch():
+  shape = (96, 64)
+  counts = srr.coverage(shape, srr.patch_starts(96, PATCH, PATCH),
+                        srr.patch_starts(64, PATCH, PATCH), PATCH)
+  np.testing.assert_array_equal(counts, np.ones(shape))
+
+
+# ------------------------------------------------------- extraction / stitching
+
+
+@pytest.mark.parametrize('channels', [None, 3])
+def test_extract_patches_matches_slicing(channels):
+  shape = (45, 70) if channels is None else (45, 70, channels)
+  image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+  starts_r = srr.patch_starts(45, PATCH, 6)
+  starts_c = srr.patch_starts(70, PATCH, 12)
+  patches = np.asarray(srr.extract_patches(image, starts_r, starts_c, PATCH))
+  assert patches.shape == (len(starts_r) * len(starts_c), PATCH, PATCH,
+                           channels or 1)
+  index = 0
+  for r in starts_r:
+    for c in starts_c:
+      expected = image[r:r + PATCH, c:c + PATCH]
+      np.testing.assert_array_equal(patches[index],
+                                    expected.reshape(patches[index].shape))
+      index += 1
+
+
+def test_stitch_of_extract_is_image_times_coverage():
+  image = _random_slices(1, 45, 70)[0]
+  starts_r = srr.patch_starts(45, PATCH, 5)
+  starts_c = srr.patch_starts(70, PATCH, 6)
+  patches = srr.extract_patches(image, starts_r, starts_c, PATCH)
+  summed = np.asarray(srr.stitch_patches(patches, starts_r, starts_c, (45, 70)))
+  counts = srr.coverage((45, 70), starts_r, starts_c, PATCH)
+  np.testing.assert_allclose(summed[..., 0], image * counts, rtol=1e-6)
+
+
+# ------------------------------------------------------------ patch-mode SRR
+
+
+# Every size meets several strides and every stride several sizes; the full
+# grid would add compiles (~0.3 s each on CPU) without new edge cases.
+IDENTITY_CASES = (
+    [((45, 70), stride) for stride in STRIDES]
+    + [((33, 97), stride) for stride in (1, 6, 12)]
+    + [((32, 32), stride) for stride in (5, 32)]
+    + [((20, 50), stride) for stride in (1, 6, 32)])
+
+
+@pytest.mark.parametrize('shape,stride', IDENTITY_CASES)
+def test_identity_generator_returns_input(shape, stride):
+  slices = _random_slices(2, *shape)
+  out = srr.reconstruct_slices(_identity, None, slices, stride=stride,
+                               patches_per_batch=256)
+  assert out.shape == slices.shape and out.dtype == np.float32
+  # rtol as np.allclose: at stride 1 a pixel averages up to 1,024 float32
+  # copies of itself, which rounds to a few 1e-6 for values near 1.
+  np.testing.assert_allclose(out, slices, atol=1e-6, rtol=1e-5)
+
+
+def test_position_dependent_generator_by_hand():
+  # Output = column within the patch. One row of patches at columns [0, 8].
+  def column_in_patch(params, patches):
+    del params
+    return jnp.broadcast_to(
+        jnp.arange(PATCH, dtype=jnp.float32)[None, None, :, None],
+        patches.shape)
+
+  out = srr.reconstruct_slices(column_in_patch, None,
+                               np.zeros((1, 32, 40), np.float32), stride=8)
+  x = np.arange(40, dtype=np.float32)
+  # Covered by patch 0 only (x), by both ((x + x - 8) / 2), by patch 8 only.
+  expected_row = np.where(x < 8, x, np.where(x < 32, x - 4, x - 8))
+  np.testing.assert_allclose(out[0], np.tile(expected_row, (32, 1)), atol=1e-6)
+
+
+def test_position_dependent_generator_matches_loop_average():
+  height, width, stride = 45, 70, 12
+  weights = np.random.default_rng(2).normal(size=(PATCH, PATCH))
+  weights = weights.astype(np.float32)
+
+  def weighted(params, patches):
+    del params
+    return patches * weights[None, :, :, None] + 0.5
+
+  slices = _random_slices(1, height, width)
+  out = srr.reconstruct_slices(weighted, None, slices, stride=stride,
+                               patches_per_batch=5)
+  total = np.zeros((height, width))
+  counts = np.zeros((height, width))
+  for r in srr.patch_starts(height, PATCH, stride):
+    for c in srr.patch_starts(width, PATCH, stride):
+      window = slices[0, r:r + PATCH, c:c + PATCH]
+      total[r:r + PATCH, c:c + PATCH] += window * weights + 0.5
+      counts[r:r + PATCH, c:c + PATCH] += 1
+  np.testing.assert_allclose(out[0], total / counts, atol=1e-5)
+
+
+def test_chunked_equals_unchunked(tiny):
+  # Chunks of 2 slices (the last one padded) and 7 patches per generator
+  # call against one chunk of 3 slices and all 3 x 24 patches in one call.
+  chunked = srr.reconstruct_slices(
+      tiny['apply_fn'], tiny['params'], tiny['slices'], stride=12,
+      slices_per_chunk=2, patches_per_batch=7)
+  np.testing.assert_allclose(chunked, tiny['patch'], atol=1e-6)
+
+
+def test_patch_mode_differs_from_full_mode_for_a_conv_generator(tiny):
+  # The zero-padded conv sees patch borders in patch mode, so the overlaps
+  # average different values and the result is not the full-slice pass.
+  assert np.isfinite(tiny['patch']).all() and np.isfinite(tiny['full']).all()
+  assert np.abs(tiny['patch'] - tiny['full']).max() > 1e-3
+
+
+def test_compiled_once_across_chunks():
+  traces = []
+
+  def counting_identity(params, patches):
+    traces.append(patches.shape)  # Runs at trace time only.
+    return patches
+
+  slices = _random_slices(5, 33, 40)
+  bar = []
+  out = srr.reconstruct_slices(counting_identity, None, slices, stride=6,
+                               slices_per_chunk=2, progress=bar.append)
+  np.testing.assert_allclose(out, slices, atol=1e-6)
+  assert len(traces) == 1
+  assert bar == [2, 2, 1]
+
+
+def test_patches_per_batch_bounds_the_generator_batch():
+  batch_sizes = []
+
+  def recording_identity(params, patches):
+    batch_sizes.append(patches.shape[0])
+    return patches
+
+  srr.reconstruct_slices(recording_identity, None, _random_slices(3, 45, 70),
+                         stride=6, patches_per_batch=10, slices_per_chunk=3)
+  assert batch_sizes and max(batch_sizes) <= 10
+
+
+def test_rejects_generator_changing_shape():
+  with pytest.raises(ValueError, match='same shape'):
+    srr.reconstruct_slices(lambda p, x: x[..., :16, :], None,
+                           _random_slices(1, 40, 40))
+
+
+def test_rejects_unknown_mode():
+  with pytest.raises(ValueError, match='mode'):
+    srr.reconstruct_slices(_identity, None, _random_slices(1, 40, 40),
+                           mode='tiles')
+
+
+# ------------------------------------------------------------------ full mode
+
+
+@pytest.mark.parametrize('shape', [(45, 70), (32, 32), (21, 50)])
+def test_full_mode_pointwise_generator(shape):
+  seen = []
+
+  def pointwise(params, x):
+    del params
+    seen.append(x.shape)  # Runs at trace time only.
+    return jnp.tanh(3.0 * x) + 0.5
+
+  slices = _random_slices(3, *shape)
+  out = srr.reconstruct_slices(pointwise, None, slices, mode='full',
+                               slices_per_chunk=2)
+  np.testing.assert_allclose(out, np.tanh(3.0 * slices) + 0.5, atol=1e-6)
+  # Reflect-padded up to multiples of 4 for the generator's two downsamplings.
+  padded = tuple(-(-side // 4) * 4 for side in shape)
+  assert seen == [(2, *padded, 1)]
+
+
+@pytest.mark.parametrize('mode', ['patch', 'full'])
+def test_affine_generator_in_both_modes(mode):
+  # A pointwise generator has no receptive field, so the border conditions
+  # that separate the two modes do not matter: both give 2x + 1.
+  slices = _random_slices(2, 45, 70)
+  out = srr.reconstruct_slices(_affine, None, slices, mode=mode, stride=6)
+  np.testing.assert_allclose(out, slices * 2 + 1, atol=1e-5)
+
+
+def test_full_mode_flax_generator_shape(tiny):
+  assert tiny['full'].shape == tiny['slices'].shape
+
+
+# ------------------------------------------------------------------- sharding
+
+
+@pytest.mark.parametrize('mode', ['patch', 'full'])
+def test_sharded_over_data_mesh(tiny, mode):
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  apply_fn, params = tiny['apply_fn'], tiny['params']
+  # slices_per_chunk=1 is rounded up to the mesh size; 3 slices -> 2 chunks.
+  sharded = srr.reconstruct_slices(apply_fn, params, tiny['slices'],
+                                   stride=12, mode=mode, mesh=mesh,
+                                   slices_per_chunk=1)
+  np.testing.assert_allclose(sharded, tiny[mode], atol=1e-6)
+
+  chunk = jax.device_put(tiny['slices'][:2],
+                         jax.sharding.NamedSharding(mesh, jax.P('data')))
+  reconstruct = srr.make_slice_reconstructor(apply_fn, stride=12, mode=mode,
+                                             mesh=mesh)
+  out = reconstruct(params, chunk)
+  assert len(out.sharding.device_set) == jax.device_count()
+  np.testing.assert_allclose(np.asarray(out), tiny[mode][:2], atol=1e-6)

@@ -1,0 +1,35 @@
+"""Train CLADE (or an ablation) on anisotropic NIfTI volumes.
+
+    python train.py --config=configs/mri.py --config.data.root=DIR --workdir=runs/mri
+
+Any config field can be overridden: --config.train.batch_size=16. Re-running the same
+command resumes from the latest checkpoint in --workdir.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and PNGs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
+  from clade_jax import checkpointing, train
+  from clade_jax.data import volume
+
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (volume.VolumeError, checkpointing.CheckpointError, train.TrainingDiverged) as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
