@@ -41,7 +41,8 @@ slices; its peak is ``slices_per_chunk`` x (generator activations of one
 padded slice), i.e. roughly H x W / patch_size**2 patches' worth per slice.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+import dataclasses
 import functools
 from typing import Any, Literal
 
@@ -50,12 +51,17 @@ from jax import lax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import ml_collections
 import numpy as np
+import tqdm
+
+from clade_jax.data import volume as volume_lib
 
 # `apply_fn(params, patches)`: the generator as a pure function of its
 # parameters and a float32 NHWC batch; must return the same shape.
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Mode = Literal['patch', 'full']
+Planes = Literal['trained', 'both']
 
 # The CLADE generator downsamples twice by 2, so whole-slice inputs must have
 # sides divisible by 4 to come back at their own size.
@@ -521,3 +527,302 @@ def reconstruct_slices(
   if in_flight is not None:
     collect(*in_flight)
   return outputs
+
+
+# ----------------------------------------------------------------- volumes
+
+
+class GeneratorMismatchError(ValueError):
+  """Generator parameters that do not fit the model the config describes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedInput:
+  """A volume on the grid the generator works on, as training prepares it.
+
+  Attributes:
+    isotropic: float32 ``[I, J, K]`` in the input's intensity units, the thick
+      axis cubic-spline resampled to isotropic.
+    affine: 4x4 voxel-to-world affine of ``isotropic`` (from
+      `volume_lib.isotropic_geometry`): every original sample keeps its world
+      position.
+    thick_axis: The voxel axis that was thick.
+    lr_axis: The voxel axis to slice along for the low-resolution plane the
+      generator was trained on.
+    normalizer: Robust percentiles of the acquired samples mapped onto
+      ``[-1, 1]``.
+  """
+
+  isotropic: np.ndarray
+  affine: np.ndarray
+  thick_axis: int
+  lr_axis: int
+  normalizer: volume_lib.Normalizer
+
+  @property
+  def lr_axes(self) -> tuple[int, int]:
+    """Both low-resolution planes' slicing axes, the trained one first."""
+    other = 3 - self.thick_axis - self.lr_axis
+    return self.lr_axis, other
+
+
+def prepare_input(
+    volume: np.ndarray, affine: np.ndarray, data_config, *, name: str = 'volume'
+) -> PreparedInput:
+  """Resamples and fits the normaliser exactly as training does (section 4.5).
+
+  Args:
+    volume: Raw 3D array in its own intensity units.
+    affine: Its 4x4 voxel-to-world affine (mm).
+    data_config: The run's ``config.data``: ``thick_axis`` (-1 detects it),
+      ``target_spacing`` (0 = finest in-plane spacing), ``percentiles``,
+      ``lr_plane``.
+    name: What to call the volume in error messages (e.g. its path).
+
+  Returns:
+    The `PreparedInput`.
+
+  Raises:
+    VolumeError: not 3D, no thick axis (an isotropic volume), constant
+      intensities, or the trained low-resolution plane does not contain this
+      volume's thick axis.
+  """
+  data = np.asarray(volume, np.float32)
+  affine = np.asarray(affine, np.float64)
+  if data.ndim != 3 or affine.shape != (4, 4):
+    raise volume_lib.VolumeError(
+        f'{name}: expected a 3D volume and a 4x4 affine, got shapes '
+        f'{data.shape} and {affine.shape}')
+  source = volume_lib.Volume(data=data, affine=affine, path=name)
+  thick_axis = data_config.thick_axis
+  if thick_axis < 0:
+    spacing = source.spacing
+    try:
+      thick_axis = volume_lib.find_thick_axis(spacing, name=name)
+    except volume_lib.VolumeError:
+      raise volume_lib.VolumeError(
+          f'{name}: nothing to super-resolve: no thick-slice axis (voxel sizes '
+          f'{np.round(spacing, 3).tolist()} mm); CLADE needs a volume with one '
+          'axis at least 1.5x coarser than the others') from None
+  iso = volume_lib.resample_thick_axis(
+      source, thick_axis, data_config.target_spacing or None)
+  # Fitted on the acquired samples, as training does: the spline's overshoot
+  # at sharp edges must not set the scale.
+  normalizer = volume_lib.Normalizer.fit(
+      data, tuple(data_config.percentiles), name=name)
+  try:
+    lr_axis = volume_lib.lr_slice_axis(affine, thick_axis, data_config.lr_plane)
+  except ValueError as e:
+    raise volume_lib.VolumeError(f'{name}: {e}') from None
+  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _generator(model_config: ml_collections.FrozenConfigDict):
+  """The generator module and an ``apply_fn`` for it, one pair per config.
+
+  Cached so that repeated calls pass the same ``apply_fn`` object to the
+  jitted reconstruction and reuse its compiled program.
+  """
+  # Imported here: the training module is heavy and srr's core does not need it.
+  from clade_jax import train  # pylint: disable=g-import-not-at-top
+  generator, _ = train.create_models(model_config)
+
+  def apply_fn(params, x):
+    return generator.apply({'params': params}, x)
+
+  return generator, apply_fn
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_shapes(model_config: ml_collections.FrozenConfigDict,
+                     patch_size: int) -> dict[str, tuple[int, ...]]:
+  generator, _ = _generator(model_config)
+  dummy = jax.ShapeDtypeStruct((1, patch_size, patch_size, 1), jnp.float32)
+  shapes = jax.eval_shape(generator.init, jax.random.key(0), dummy)['params']
+  return _flat_shapes(shapes)
+
+
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
+          for path, leaf in leaves}
+
+
+def generator_params(params: Any) -> Any:
+  """G_X's parameters from a run's ``{'G_X', 'G_Y', 'D_X', 'D_Y'}`` params.
+
+  Parameters that are already a generator's (no ``'G_X'`` key) pass through.
+  """
+  if isinstance(params, Mapping) and 'G_X' in params:
+    return params['G_X']
+  return params
+
+
+def check_generator_params(params: Any, model_config, patch_size: int = 32) -> None:
+  """Checks parameter names and shapes against the model ``model_config`` builds.
+
+  Args:
+    params: G_X's parameters (or a run's params, see `generator_params`).
+    model_config: The run's ``config.model``.
+    patch_size: Input side used to trace the model (any multiple of 4).
+
+  Raises:
+    GeneratorMismatchError: naming the first differences, e.g. a kernel of
+      another width when the checkpoint comes from a run with other
+      ``model.features``.
+  """
+  frozen = ml_collections.FrozenConfigDict(model_config)
+  expected = _expected_shapes(frozen, patch_size)
+  actual = _flat_shapes(generator_params(params))
+  problems = [f'{k} is missing' for k in expected if k not in actual]
+  problems += [f'{k} is not in the model' for k in actual if k not in expected]
+  problems += [f'{k} has shape {actual[k]}, the model expects {expected[k]}'
+               for k in expected if k in actual and actual[k] != expected[k]]
+  if problems:
+    shown = '; '.join(problems[:3])
+    more = f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''
+    raise GeneratorMismatchError(
+        'generator parameters do not fit the model of the config '
+        f'(features={model_config.features}, num_blocks={model_config.num_blocks}, '
+        f'generator_norm={model_config.generator_norm!r}): {shown}{more}')
+
+
+def _lr_stack(data: np.ndarray, axis: int, thick_axis: int,
+              thick_rows: bool) -> tuple[np.ndarray, bool]:
+  """Slices along ``axis`` with the thick direction on rows iff ``thick_rows``.
+
+  The generator learned a degradation along one image direction, so slices
+  of the second low-resolution plane are transposed when needed to put the
+  thick direction where the trained plane has it.
+
+  Returns:
+    ``[S, H, W]`` slices and whether they were transposed.
+  """
+  slices = volume_lib.plane_slices(data, axis)
+  in_plane = [a for a in range(3) if a != axis]
+  transpose = (in_plane[0] == thick_axis) != thick_rows
+  return (np.swapaxes(slices, 1, 2) if transpose else slices), transpose
+
+
+def _thick_on_rows(prepared: PreparedInput) -> bool:
+  return min(a for a in range(3) if a != prepared.lr_axis) == prepared.thick_axis
+
+
+def reconstruct_volume(
+    prepared: PreparedInput,
+    params: Any,
+    config: ml_collections.ConfigDict,
+    *,
+    stride: int | None = None,
+    mode: Mode | None = None,
+    planes: Planes = 'trained',
+    batch_size: int | None = None,
+    slices_per_chunk: int = 8,
+    progress: bool | Callable[[int], Any] = True,
+) -> np.ndarray:
+  """Super-resolves a `PreparedInput`; see `super_resolve`.
+
+  Returns:
+    float32 array of ``prepared.isotropic``'s shape in the input's units.
+  """
+  if planes not in ('trained', 'both'):
+    raise ValueError(f"planes must be 'trained' or 'both', got {planes!r}.")
+  stride = config.eval.stride if stride is None else stride
+  mode = config.eval.mode if mode is None else mode
+  batch_size = config.eval.batch_size if batch_size is None else batch_size
+  patch_size = config.data.patch_size
+  frozen = ml_collections.FrozenConfigDict(config.model)
+  params = generator_params(params)
+  check_generator_params(params, config.model, patch_size)
+  _, apply_fn = _generator(frozen)
+
+  mesh = None
+  if jax.process_count() == 1 and jax.device_count() > 1:
+    mesh = jax.make_mesh((jax.device_count(),), (_DATA_AXIS,))
+  normalised = prepared.normalizer.forward(prepared.isotropic)
+  axes = prepared.lr_axes if planes == 'both' else prepared.lr_axes[:1]
+  thick_rows = _thick_on_rows(prepared)
+  bar = None
+  if progress is True:
+    bar = tqdm.tqdm(total=sum(normalised.shape[a] for a in axes),
+                    desc='super-resolving', unit='slice', dynamic_ncols=True)
+    progress = bar.update
+  elif progress is False:
+    progress = None
+  try:
+    total = np.zeros(normalised.shape, np.float32)
+    for axis in axes:
+      slices, transposed = _lr_stack(normalised, axis, prepared.thick_axis,
+                                     thick_rows)
+      out = reconstruct_slices(
+          apply_fn, params, slices, patch_size=patch_size, stride=stride,
+          patches_per_batch=batch_size, slices_per_chunk=slices_per_chunk,
+          mode=mode, mesh=mesh, progress=progress)
+      if transposed:
+        out = np.swapaxes(out, 1, 2)
+      total += volume_lib.from_plane_slices(out, axis)
+  finally:
+    if bar is not None:
+      bar.close()
+  return prepared.normalizer.inverse(total / len(axes))
+
+
+def super_resolve(
+    volume: np.ndarray,
+    affine: np.ndarray,
+    params: Any,
+    config: ml_collections.ConfigDict,
+    *,
+    stride: int | None = None,
+    mode: Mode | None = None,
+    planes: Planes = 'trained',
+    batch_size: int | None = None,
+    slices_per_chunk: int = 8,
+    progress: bool | Callable[[int], Any] = True,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Super-resolves an anisotropic volume with a trained CLADE generator.
+
+  The volume is prepared as in training (`prepare_input`: thick axis
+  cubic-spline resampled to isotropic, robust percentiles of this volume's
+  acquired samples mapped to ``[-1, 1]``), every slice of the low-resolution plane goes through
+  G_X, and the result is mapped back to the input's intensity scale. Values
+  beyond the normaliser's percentiles were clipped on the way in, so the
+  output lies within them. From a notebook::
+
+    params, config = checkpointing.restore_params('runs/mri')
+    vol = volume.load_volume('scan.nii.gz')
+    sr, sr_affine = srr.super_resolve(vol.data, vol.affine, params, config)
+
+  Args:
+    volume: Raw 3D array in the input's intensity units.
+    affine: Its 4x4 voxel-to-world affine (mm).
+    params: A run's params (``{'G_X', ...}``, as `restore_params` returns)
+      or G_X's alone.
+    config: The run's config (``data``, ``model`` and ``eval`` are used).
+    stride: Sliding-window stride; default ``config.eval.stride``.
+    mode: ``'patch'`` or ``'full'`` (see `reconstruct_chunk`); default
+      ``config.eval.mode``.
+    planes: ``'trained'``: slices of ``config.data.lr_plane`` only. ``'both'``:
+      also the other low-resolution plane (slices transposed so the thick
+      direction lies as in training), the two results averaged.
+    batch_size: Patches per generator call; default ``config.eval.batch_size``.
+    slices_per_chunk: Slices per jitted call, see `reconstruct_slices`.
+    progress: ``True`` for a tqdm bar over slices, ``False`` for none, or a
+      callable given the number of slices finished after each chunk.
+
+  Returns:
+    ``(volume, affine)``: float32 isotropic volume and the affine of its grid
+    (`volume_lib.isotropic_geometry`), on which every original sample keeps
+    its world position.
+
+  Raises:
+    VolumeError: the volume cannot be prepared (e.g. it is isotropic).
+    GeneratorMismatchError: ``params`` do not fit ``config.model``.
+  """
+  prepared = prepare_input(volume, affine, config.data)
+  output = reconstruct_volume(
+      prepared, params, config, stride=stride, mode=mode, planes=planes,
+      batch_size=batch_size, slices_per_chunk=slices_per_chunk,
+      progress=progress)
+  return output, prepared.affine

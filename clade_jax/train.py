@@ -74,6 +74,11 @@ def init_state(config, rng: jax.Array) -> TrainState:
   generator, discriminator = create_models(config.model)
   p = config.data.patch_size
   dummy = jnp.zeros((1, p, p, 1), jnp.float32)
+  logits = jax.eval_shape(discriminator.init_with_output, rng, dummy)[0]
+  if 0 in logits.shape:
+    raise ValueError(
+        f"data.patch_size={p} is too small for a PatchGAN with model.disc_layers="
+        f"{config.model.disc_layers}: use fewer layers or larger patches")
   keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
   params = {name: (generator if name.startswith("G") else discriminator).init(
       keys[name], dummy)["params"] for name in NETWORKS}
@@ -121,7 +126,7 @@ def train_step(state: TrainState, batch, *, generator, discriminator, optimizer,
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {f"loss/{k}": v for k, v in metrics.items()}
-  metrics.update({f"grad_norm/{k}": optax.global_norm(v) for k, v in grads.items()})
+  metrics.update({f"grad_norm/{k}": optax.tree.norm(v) for k, v in grads.items()})
   return TrainState(state.step + 1, params, opt_state), metrics
 
 

@@ -58,7 +58,8 @@ def prepare_volume(path: str, data_config) -> PreparedVolume:
     thick = volume_lib.find_thick_axis(vol.spacing, name=path)
   target = data_config.target_spacing or None
   iso = volume_lib.resample_thick_axis(vol, thick, target)
-  normalizer = volume_lib.Normalizer.fit(iso.data, tuple(data_config.percentiles), name=path)
+  # Fit on the acquired samples: spline overshoot at edges must not set the scale.
+  normalizer = volume_lib.Normalizer.fit(vol.data, tuple(data_config.percentiles), name=path)
   try:
     lr_axis = volume_lib.lr_slice_axis(vol.affine, thick, data_config.lr_plane)
   except ValueError as e:

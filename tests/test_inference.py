@@ -1,0 +1,245 @@
+"""Super-resolving a volume end to end: srr.super_resolve, inference.run and infer.py.
+
+One tiny workdir (4-feature generator, one residual block, random weights saved as a
+real checkpoint) and one small oblique thick-slice volume serve every test, so the
+reconstruction compiles once per slice shape.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import nibabel as nib
+import numpy as np
+import pytest
+
+import infer
+from clade_jax import checkpointing
+from clade_jax import inference
+from clade_jax import srr
+from clade_jax import train
+from clade_jax.data import volume as volume_lib
+from configs import mri
+from tests import phantoms
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THICK = 4.0  # mm; 1 mm in-plane, so isotropic resampling makes 4 new samples per old.
+QFORM_CODE, SFORM_CODE = 1, 4  # scanner, MNI: distinct so swapping them would show.
+
+
+def tiny_config():
+  config = mri.get_config()
+  config.model.features = 4
+  config.model.num_blocks = 1
+  config.model.disc_features = 4
+  config.eval.batch_size = 64
+  return config
+
+
+def oblique_affine(spacing):
+  """Rotated about two axes and shifted, so an axis mix-up cannot go unnoticed."""
+  a, b = np.deg2rad(20.0), np.deg2rad(10.0)
+  rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+  rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+  affine = np.eye(4)
+  affine[:3, :3] = rz @ rx @ np.diag(spacing)
+  affine[:3, 3] = [-20.0, 31.5, 7.25]
+  return affine
+
+
+def write_volume(path, data, affine):
+  image = nib.Nifti1Image(np.asarray(data, np.float32), affine)
+  image.set_qform(affine, code=QFORM_CODE)
+  image.set_sform(affine, code=SFORM_CODE)
+  nib.save(image, str(path))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A workdir as training leaves it: config.json and a checkpoint at step 3."""
+  path = str(tmp_path_factory.mktemp("run"))
+  config = tiny_config()
+  checkpointing.write_config(path, config)
+  shapes = jax.eval_shape(lambda: train.init_state(config, train.init_key(0)))
+  # Random weights drawn in numpy: compiling flax's initialisers costs seconds on CPU.
+  rng = np.random.default_rng(0)
+  state = jax.tree.map(lambda s: rng.normal(0.0, 0.3, s.shape).astype(s.dtype), shapes)
+  mngr = checkpointing.manager(path)
+  checkpointing.save(mngr, 3, state, {})
+  mngr.wait_until_finished()
+  mngr.close()
+  return path
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+  """(path, data, affine): 40 x 12 x 36 voxels of 1 x 4 x 1 mm, intensities ~100-1100."""
+  data = 100.0 + 1000.0 * phantoms.body_phantom((40, 12, 36), seed=2)
+  affine = oblique_affine([1.0, THICK, 1.0])
+  path = write_volume(tmp_path_factory.mktemp("scan") / "scan.nii.gz", data, affine)
+  return path, data.astype(np.float32), affine
+
+
+@pytest.fixture(scope="module")
+def trained_plane(workdir, scan):
+  params, config = checkpointing.restore_params(workdir)
+  _, data, affine = scan
+  return srr.super_resolve(data, affine, params, config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cli_output(workdir, scan, tmp_path_factory):
+  output = str(tmp_path_factory.mktemp("out") / "scan_srr.nii.gz")
+  assert infer.main(["--workdir", workdir, "--input", scan[0], "--output", output,
+                     "--no-progress"]) == 0
+  return output
+
+
+# -------------------------------------------------------------------- Python API
+
+
+def test_output_grid_is_the_isotropic_geometry(scan, trained_plane):
+  _, data, affine = scan
+  out, out_affine = trained_plane
+  shape, iso_affine, _ = volume_lib.isotropic_geometry(data.shape, affine, thick_axis=1)
+  assert out.shape == shape == (40, 45, 36)
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out_affine, iso_affine)
+  np.testing.assert_allclose(volume_lib.voxel_spacing(out_affine), [1.0, 1.0, 1.0])
+
+
+def test_original_samples_keep_their_world_positions(scan, trained_plane):
+  _, data, affine = scan
+  _, out_affine = trained_plane
+  ratio = THICK / 1.0  # old / new spacing along the thick axis
+  for k in range(data.shape[1]):
+    for i, j in [(0, 0), (39, 35), (17, 5)]:
+      np.testing.assert_allclose(out_affine @ [i, k * ratio, j, 1], affine @ [i, k, j, 1],
+                                 atol=1e-9)
+
+
+def test_intensities_are_back_in_the_input_units(scan, trained_plane):
+  _, data, _ = scan
+  out, _ = trained_plane
+  # The training rule: robust percentiles of the acquired samples.
+  lo, hi = np.percentile(data, (0.5, 99.5))
+  assert data.min() <= lo < hi <= data.max()
+  span = hi - lo
+  assert np.isfinite(out).all()
+  # tanh outputs in [-1, 1] map onto [lo, hi] in the input's units.
+  assert lo - 1e-4 * span <= out.min() and out.max() <= hi + 1e-4 * span
+  assert out.std() > 1e-2 * span
+  assert data.min() < out.mean() < data.max()
+
+
+def test_both_planes_run_and_differ_from_the_trained_plane(workdir, scan, trained_plane):
+  params, config = checkpointing.restore_params(workdir)
+  _, data, affine = scan
+  both, both_affine = srr.super_resolve(data, affine, params, config, planes="both",
+                                        progress=False)
+  trained, _ = trained_plane
+  assert both.shape == trained.shape
+  np.testing.assert_allclose(both_affine, trained_plane[1])
+  assert np.isfinite(both).all()
+  assert np.abs(both - trained).max() > 1e-3 * (data.max() - data.min())
+
+
+def test_isotropic_volume_is_rejected(workdir):
+  params, config = checkpointing.restore_params(workdir)
+  data = phantoms.body_phantom((36, 36, 36))
+  with pytest.raises(volume_lib.VolumeError, match="no thick-slice axis"):
+    srr.super_resolve(data, np.diag([1.0, 1.0, 1.1, 1.0]), params, config, progress=False)
+
+
+def test_checkpoint_from_another_config_is_named(workdir, tmp_path):
+  other = str(tmp_path / "other")
+  shutil.copytree(workdir, other)
+  with open(os.path.join(other, checkpointing.CONFIG_FILE)) as f:
+    saved = json.load(f)
+  saved["model"]["features"] = 8
+  with open(os.path.join(other, checkpointing.CONFIG_FILE), "w") as f:
+    json.dump(saved, f)
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"from another config.*features=8.*has shape"):
+    inference.load_generator(other)
+
+
+# -------------------------------------------------------------------------- CLI
+
+
+def test_cli_writes_the_api_result_with_the_input_codes(scan, trained_plane, cli_output):
+  out, out_affine = trained_plane
+  image = nib.load(cli_output)
+  assert image.get_data_dtype() == np.float32
+  np.testing.assert_allclose(np.asarray(image.dataobj), out, rtol=1e-6, atol=1e-4)
+  assert int(image.header["qform_code"]) == QFORM_CODE
+  assert int(image.header["sform_code"]) == SFORM_CODE
+  # NIfTI stores the affine in float32 (sform) and as a quaternion (qform).
+  np.testing.assert_allclose(image.get_sform(), out_affine, atol=1e-4)
+  np.testing.assert_allclose(image.get_qform(), out_affine, atol=1e-4)
+  figure = inference.figure_path(cli_output)
+  assert figure.endswith("scan_srr_compare.png")
+  with open(figure, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _bad_inputs(workdir, scan, tmp):
+  """(name, argv, expected message) for every kind of bad input."""
+  corrupt = tmp / "corrupt.nii.gz"
+  corrupt.write_bytes(b"\x1f\x8b not really gzip")
+  iso = write_volume(tmp / "iso.nii.gz", phantoms.body_phantom((36, 36, 36)), np.eye(4))
+  empty = tmp / "empty"
+  empty.mkdir()
+  untrained = tmp / "untrained"
+  checkpointing.write_config(str(untrained), tiny_config())
+  out = str(tmp / "out.nii.gz")
+  return [
+      ("missing file", [workdir, str(tmp / "nope.nii.gz"), out], "no such file"),
+      ("corrupt file", [workdir, str(corrupt), out], "cannot read NIfTI"),
+      ("not a workdir", [str(empty), scan[0], out], "not a training workdir"),
+      ("no checkpoint", [str(untrained), scan[0], out], "no checkpoint found"),
+      ("missing step", [workdir, scan[0], out, "--step", "7"], "no checkpoint at step 7"),
+      ("isotropic", [workdir, iso, out], "no thick-slice axis"),
+      ("output is input", [workdir, scan[0], scan[0]], "refusing to overwrite the input"),
+      ("not NIfTI", [workdir, scan[0], str(tmp / "out.png")], "output must end in"),
+      ("stride above patch", [workdir, scan[0], out, "--stride", "40"], "--stride must be"),
+  ]
+
+
+def test_cli_bad_inputs_give_one_line_and_exit_code_1(workdir, scan, tmp_path, capsys):
+  before = open(scan[0], "rb").read()
+  for name, (wd, inp, out, *rest), message in _bad_inputs(workdir, scan, tmp_path):
+    code = infer.main(["--workdir", wd, "--input", inp, "--output", out, "--no-progress",
+                       *rest])
+    captured = capsys.readouterr()
+    assert code == 1, name
+    assert captured.out == "", name
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), (name, captured.err)
+    assert message in lines[0], (name, lines[0])
+    assert not os.path.exists(tmp_path / "out.nii.gz"), name
+  assert open(scan[0], "rb").read() == before
+
+
+def _infer(*args):
+  return subprocess.run([sys.executable, os.path.join(REPO, "infer.py"), *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_cli_help_answers_without_loading_jax():
+  proc = _infer("--help")
+  assert proc.returncode == 0
+  for flag in ("--workdir", "--stride", "--batch-size", "--mode", "--planes", "--step",
+               "--no-figure"):
+    assert flag in proc.stdout
+
+
+def test_cli_subprocess_error_has_no_traceback(workdir, scan):
+  proc = _infer("--workdir", workdir, "--input", scan[0], "--output", scan[0])
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"error: {scan[0]}: refusing to overwrite the input volume; choose another --output"]

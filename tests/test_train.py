@@ -1,0 +1,118 @@
+"""Train step invariants and an end-to-end run with checkpoint + resume on 2 devices."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from clade_jax import checkpointing, metric_writer, train
+from configs import mri
+from tests import phantoms
+
+
+def tiny_config(root):
+  config = mri.get_config()
+  config.data.root = str(root)
+  config.data.patch_size = 16
+  config.data.num_threads = 1
+  config.model.features = 4
+  config.model.num_blocks = 1
+  config.model.disc_features = 4
+  config.model.disc_layers = 2  # A 16x16 patch leaves no logits after 3 layers.
+  config.train.batch_size = 4
+  config.train.num_steps = 4
+  config.train.log_every = 1
+  config.train.sample_every = 2
+  config.ckpt.every = 2
+  config.eval.stride = 8
+  return config
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("data")
+  phantoms.thick_slice_volume(root / "a.nii.gz", seed=0)
+  phantoms.thick_slice_volume(root / "b.nii.gz", seed=1)
+  return root
+
+
+def test_each_network_gets_only_the_gradient_of_its_own_loss(data_root):
+  config = tiny_config(data_root)
+  generator, discriminator = train.create_models(config.model)
+  params = train.init_state(config, train.init_key(0)).params
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 1)), jnp.float32) for k in "xy"}
+  run = lambda p: train.compute_losses(p, batch, generator, discriminator, config.loss)
+  grads = jax.jit(lambda p: (
+      jax.grad(lambda q: run(q)[0])(p),
+      jax.grad(lambda q: run(q)[1]["generator"])(p),
+      jax.grad(lambda q: run(q)[1]["D_X"] + run(q)[1]["D_Y"])(p)))
+  total, g_only, d_only = grads(params)
+  for name in ("G_X", "G_Y"):
+    jax.tree.map(np.testing.assert_allclose, total[name], g_only[name])
+  for name in ("D_X", "D_Y"):
+    jax.tree.map(np.testing.assert_allclose, total[name], d_only[name])
+    # The generator loss must not train the discriminators.
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_only[name])) == 0.0
+
+
+def test_generator_loss_is_the_weighted_sum_of_its_terms(data_root):
+  config = tiny_config(data_root)
+  generator, discriminator = train.create_models(config.model)
+  params = train.init_state(config, train.init_key(0)).params
+  batch = {k: jnp.full((2, 16, 16, 1), v) for k, v in (("x", 0.2), ("y", -0.4))}
+  _, m = jax.jit(lambda p: train.compute_losses(p, batch, generator, discriminator,
+                                                 config.loss))(params)
+  expected = (m["adversarial"] + config.loss.cyc * m["cycle"] + config.loss.ident * m["identity"]
+              + config.loss.gmap * m["gmap"])
+  np.testing.assert_allclose(m["generator"], expected, rtol=1e-6)
+
+
+def test_non_finite_metrics_stop_training_with_a_clear_message(tmp_path):
+  mngr = checkpointing.manager(str(tmp_path))
+  with pytest.raises(train.TrainingDiverged, match="diverged at step 7: loss/cycle is NaN"):
+    train._check_finite({"loss/cycle": np.float32("nan"), "loss/gmap": 1.0}, 7, "w", mngr)
+
+
+def test_train_resume_continues_steps_data_and_params(data_root, tmp_path):
+  """4 steps + resume to 6 equals 6 steps in one go; 2 devices shard the batch."""
+  assert jax.device_count() == 2
+  config = tiny_config(data_root)
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  config.train.num_steps = 6
+  final = train.train_and_evaluate(config, straight)
+
+  config.train.num_steps = 4
+  train.train_and_evaluate(config, resumed)
+  assert sorted(os.listdir(os.path.join(resumed, "checkpoints")))[-1] == "4"
+  config.train.num_steps = 6
+  again = train.train_and_evaluate(config, resumed)
+
+  assert int(again.step) == 6
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               again.params, final.params)
+  steps = [m["step"] for m in metric_writer.read_metrics(resumed)]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  for name in ("holdout_sr.png", "samples/step_0000006.png", "config.json"):
+    assert os.path.exists(os.path.join(resumed, name)), name
+  assert os.listdir(os.path.join(resumed, "tensorboard"))
+  with open(os.path.join(resumed, "checkpoints", "6", "data", "metadata")) as f:
+    assert json.load(f) == {"next_index": 6}  # The data iterator moved on with the steps.
+
+
+def test_too_small_patches_for_the_discriminator_are_a_config_error(data_root):
+  config = tiny_config(data_root)
+  config.model.disc_layers = 3
+  with pytest.raises(ValueError, match="patch_size=16 is too small"):
+    train.init_state(config, train.init_key(0))
+
+
+def test_resume_with_another_architecture_is_refused(data_root, tmp_path):
+  config = tiny_config(data_root)
+  checkpointing.write_config(str(tmp_path), config)
+  config.model.features = 8
+  with pytest.raises(checkpointing.CheckpointError, match="model.features=4"):
+    checkpointing.write_config(str(tmp_path), config)
