@@ -735,10 +735,20 @@ def _fmt_p(p: float) -> str:
   return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _p_equals(p: float) -> str:
+  text = _fmt_p(p)
+  return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def _escape_marks(text: str) -> str:
+  """Backslash-escapes * and # so markdown shows them instead of emphasis/headings."""
+  return text.replace("*", "\\*").replace("#", "\\#")
 
 
 def _collapse_notes(notes: list[str]) -> list[str]:
@@ -815,8 +825,9 @@ def summary_table_markdown(table: pd.DataFrame, methods: list[str],
         sig = "".join(marks[other] for other in methods[:methods.index(method)]
                       if other in marks and comparison.differs(method, other, alpha))
         if sig:
-          used_marks.update(o for o in methods if marks.get(o) and marks[o] in sig)
-          text += f"<sup>{sig}</sup>"
+          used_marks.update(o for o in methods[:methods.index(method)]
+                            if comparison.differs(method, o, alpha))
+          text += f"<sup>{_escape_marks(sig)}</sup>"
       row.append(text)
     rows.append(row)
   n_subjects = table.subject.nunique()
@@ -824,8 +835,8 @@ def summary_table_markdown(table: pd.DataFrame, methods: list[str],
            f"best mean in bold.", "", _markdown_table(header, rows), ""]
   for method in methods:
     if method in used_marks:
-      lines.append(f"{marks[method]} differs from {method} (Tukey HSD after repeated-"
-                   f"measures ANOVA, p < {alpha:g}).  ")
+      lines.append(f"<sup>{_escape_marks(marks[method])}</sup> differs from {method} (Tukey "
+                   f"HSD after repeated-measures ANOVA, p < {alpha:g}).  ")
   skipped = [f"{metric_info(m).label}: {c.skipped}" for m, c in comparisons.items()
              if c.skipped]
   if skipped:
@@ -857,7 +868,7 @@ def stats_markdown(comparisons: dict[str, Comparison], methods: list[str], alpha
                if not np.isfinite(a["p"]) else
                ("significant" if a["p"] < alpha else "not significant"))
     lines += [f"Repeated-measures ANOVA over {c.n_subjects} subjects: "
-              f"F({a['df_num']:g}, {a['df_den']:g}) = {a['F']:.3f}, p = {_fmt_p(a['p'])} "
+              f"F({a['df_num']:g}, {a['df_den']:g}) = {a['F']:.3f}, {_p_equals(a['p'])} "
               f"({verdict}).", "", "Tukey HSD:", ""]
     lines.append(_markdown_table(
         ["group1", "group2", "mean diff (2 - 1)", "95% CI", "p-adj", "reject"],
@@ -865,7 +876,7 @@ def stats_markdown(comparisons: dict[str, Comparison], methods: list[str], alpha
           _fmt_p(r.p), "yes" if r.reject else "no"] for r in c.tukey.itertuples()]))
     f = c.friedman
     name = "Friedman chi²" if f["test"] == "friedman" else "Wilcoxon W"
-    lines += ["", f"{name} = {f['statistic']:.3f}, p = {_fmt_p(f['p'])}. Nemenyi "
+    lines += ["", f"{name} = {f['statistic']:.3f}, {_p_equals(f['p'])}. Nemenyi "
               f"critical difference of mean ranks: {c.critical_difference:.3f}.", ""]
     header = ["method", "mean rank"] + methods
     rows = [[m, f"{c.mean_ranks[m]:.2f}"] + [

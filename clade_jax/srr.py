@@ -634,6 +634,15 @@ def _generator(model_config: ml_collections.FrozenConfigDict):
   return generator, apply_fn
 
 
+def generator_apply_fn(model_config) -> ApplyFn:
+  """The generator's ``apply_fn(params, x)`` for the model ``model_config`` describes.
+
+  The same function object is returned for equal configs, so passing it to
+  `reconstruct_slices` again reuses the compiled reconstruction.
+  """
+  return _generator(ml_collections.FrozenConfigDict(model_config))[1]
+
+
 @functools.lru_cache(maxsize=8)
 def _expected_shapes(model_config: ml_collections.FrozenConfigDict,
                      patch_size: int) -> dict[str, tuple[int, ...]]:
@@ -732,10 +741,9 @@ def reconstruct_volume(
   mode = config.eval.mode if mode is None else mode
   batch_size = config.eval.batch_size if batch_size is None else batch_size
   patch_size = config.data.patch_size
-  frozen = ml_collections.FrozenConfigDict(config.model)
   params = generator_params(params)
   check_generator_params(params, config.model, patch_size)
-  _, apply_fn = _generator(frozen)
+  apply_fn = generator_apply_fn(config.model)
 
   mesh = None
   if jax.process_count() == 1 and jax.device_count() > 1:
