@@ -16,18 +16,26 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and PNGs.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() first (one process per host; "
+    "the coordinator is found from the cluster environment: TPU pods, SLURM, ...).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
+  import jax
+
   from clade_jax import checkpointing, train
   from clade_jax.data import volume
 
+  if _MULTIHOST.value:
+    jax.distributed.initialize()
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (volume.VolumeError, checkpointing.CheckpointError, train.TrainingDiverged) as e:
+  except (volume.VolumeError, checkpointing.CheckpointError, train.TrainingDiverged,
+          train.ConfigError) as e:
     sys.exit(f"error: {e}")
 
 

@@ -11,7 +11,11 @@ method it computes
   ``ssim`` within the truth's foreground, and the mean per-slice SSIM of each plane
   (``ssim_<plane>``).
 
-and writes ``metrics.csv`` (one row per subject x method), ``table.md`` (mean +/- sd
+With a truth, the truth itself is also scored by the no-reference metrics (method
+``truth``: the value a perfect reconstruction gets, e.g. the true edge sharpness); it is
+shown as a reference row and line, never ranked or tested.
+
+It writes ``metrics.csv`` (one row per subject x method), ``table.md`` (mean +/- sd
 per method, the layout of the paper's Tables 1-2, best in bold, significance marks),
 ``boxplots.png`` (like Fig. 5), ``figures/<subject>.png`` (orthogonal slices, methods
 side by side, a magnified inset) and ``stats.md`` (section 4.9: one-way repeated
@@ -59,6 +63,9 @@ NIFTI_SUFFIX_RE = re.compile(r"\.nii(\.gz)?$")
 # paper's Tables 1-2 use them.
 SIGNIFICANCE_MARKS = ("*", "#", "†", "‡", "§", "¶", "‖", "**", "##", "††")
 ALPHA = 0.05
+# metrics.csv/table.md row of the ground truth scored by the no-reference metrics; it
+# is a reference, never part of the statistics.
+TRUTH_ROW = "truth"
 
 
 class AlignmentError(VolumeError):
@@ -464,6 +471,9 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
   """
   if not methods:
     raise ValueError("give at least one method")
+  if TRUTH_ROW in methods:
+    raise ValueError(f"{TRUTH_ROW!r} is reserved for the ground-truth reference row; "
+                     f"rename that method")
   files = {name: find_volumes(spec, subject_regex) for name, spec in methods.items()}
   truth_files = find_volumes(truth, subject_regex) if truth else None
   subjects, notes = match_subjects(files, truth_files)
@@ -500,6 +510,19 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
     if len(shapes) > 1:
       notes.append(f"{subject}: methods are on different grids {sorted(shapes)}; each is "
                    f"scored on its own voxels")
+    if gt is not None:
+      # The truth itself, by the no-reference metrics only, on the largest output grid:
+      # the value a perfect reconstruction would get (e.g. the true edge sharpness).
+      grid = max(volumes.values(), key=lambda v: v.data.size)
+      crop = dataclasses.replace(
+          grid, data=crop_truth(gt, grid.data.shape, grid.affine), path=gt.path)
+      log(f"scoring {subject} / {TRUTH_ROW} (reference)")
+      values, volume_notes = score_volume(
+          crop, planes=_resolve_planes(crop, planes, axis), intensity_range=intensity_range,
+          roi=roi)
+      notes += [f"{subject} / {TRUTH_ROW}: {n}" for n in volume_notes]
+      rows.append({"subject": subject, "method": TRUTH_ROW, "path": gt.path,
+                   "shape": "x".join(map(str, crop.data.shape)), **values})
     if figures:
       figure_path = os.path.join(out_dir, "figures", f"{subject}.png")
       view = roi.get("view")
@@ -830,9 +853,26 @@ def summary_table_markdown(table: pd.DataFrame, methods: list[str],
           text += f"<sup>{_escape_marks(sig)}</sup>"
       row.append(text)
     rows.append(row)
-  n_subjects = table.subject.nunique()
+  reference = table[table.method == TRUTH_ROW]
+  if len(reference):
+    row = [f"*{TRUTH_ROW} (reference)*"]
+    for m in metric_names:
+      values = reference[m].to_numpy(np.float64)
+      values = values[np.isfinite(values)]
+      decimals = metric_info(m).decimals
+      if values.size == 0:
+        row.append("–")
+      else:
+        sd = f" ± {values.std(ddof=1):.{decimals}f}" if values.size > 1 else ""
+        row.append(f"*{values.mean():.{decimals}f}{sd}*")
+    rows.append(row)
+  n_subjects = table.loc[table.method != TRUTH_ROW, "subject"].nunique()
   lines = [f"Mean ± sd over {n_subjects} volume(s); ↑ higher is better, ↓ lower is better; "
            f"best mean in bold.", "", _markdown_table(header, rows), ""]
+  if len(reference):
+    lines.append(f"*{TRUTH_ROW} (reference)*: the ground truth on the output grid, scored by "
+                 f"the no-reference metrics only (what a perfect reconstruction would get); "
+                 f"not part of the ranking or statistics.  ")
   for method in methods:
     if method in used_marks:
       lines.append(f"<sup>{_escape_marks(marks[method])}</sup> differs from {method} (Tukey "
@@ -905,6 +945,15 @@ def plot_boxplots(table: pd.DataFrame, methods: list[str], metric_names: list[st
     for i, d in enumerate(data, start=1):
       ax.scatter(i + rng.uniform(-0.12, 0.12, d.size), d, s=10, color="tab:blue", alpha=0.7,
                  zorder=3)
+    reference = table.loc[table.method == TRUTH_ROW, metric].to_numpy(np.float64)
+    reference = reference[np.isfinite(reference)]
+    if reference.size:
+      ax.axhline(reference.mean(), color="gray", linestyle="--", linewidth=1,
+                 label=f"{TRUTH_ROW} (mean)")
+      ax.legend(fontsize=7, loc="best", frameon=False)
+    if not any(d.size for d in data):
+      ax.text(0.5, 0.5, "no finite values", ha="center", va="center",
+              transform=ax.transAxes, fontsize=8, color="gray")
     info = metric_info(metric)
     arrow = {True: " (↑ better)", False: " (↓ better)", None: ""}[info.higher_is_better]
     ax.set_title(info.label + arrow, fontsize=9)

@@ -41,6 +41,10 @@ class TrainingDiverged(FloatingPointError):
   """A loss became NaN or Inf."""
 
 
+class ConfigError(ValueError):
+  """A configuration that cannot work; the message names the field."""
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
@@ -76,7 +80,7 @@ def init_state(config, rng: jax.Array) -> TrainState:
   dummy = jnp.zeros((1, p, p, 1), jnp.float32)
   logits = jax.eval_shape(discriminator.init_with_output, rng, dummy)[0]
   if 0 in logits.shape:
-    raise ValueError(
+    raise ConfigError(
         f"data.patch_size={p} is too small for a PatchGAN with model.disc_layers="
         f"{config.model.disc_layers}: use fewer layers or larger patches")
   keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
@@ -130,12 +134,14 @@ def train_step(state: TrainState, batch, *, generator, discriminator, optimizer,
   return TrainState(state.step + 1, params, opt_state), metrics
 
 
+SAMPLE_COLUMNS = ("x (LR)", "G_X(x)", "G_Y(G_X(x))", "y (HR)", "G_Y(y)", "G_X(G_Y(y))")
+
+
 def translate(params, generator, x, y):
-  """Both translations and cycles of a batch, for the sample grids."""
+  """Both translations and cycles of a batch, for the sample grids (SAMPLE_COLUMNS)."""
   g = lambda name, images: generator.apply({"params": params[name]}, images)
   fake_y, fake_x = g("G_X", x), g("G_Y", y)
-  return {"x (LR)": x, "G_X(x)": fake_y, "G_Y(G_X(x))": g("G_Y", fake_y),
-          "y (HR)": y, "G_Y(y)": fake_x, "G_X(G_Y(y))": g("G_X", fake_x)}
+  return (x, fake_y, g("G_Y", fake_y), y, fake_x, g("G_X", fake_x))
 
 
 def holdout_slice(volumes) -> tuple[int, int]:
@@ -150,8 +156,8 @@ def build_data(config):
     from clade_jax.data import demo  # nilearn is only needed for the demo.
     demo.ensure_demo_data(os.path.dirname(os.path.normpath(config.data.root)) or ".")
   paths = patches_lib.list_volumes(config.data.root)
-  volumes = [patches_lib.prepare_volume(p, config.data)
-             for p in tqdm(paths, desc="preparing volumes", unit="vol", leave=False)]
+  with tqdm(paths, desc="preparing volumes", unit="vol", leave=False) as bar:
+    volumes = [patches_lib.prepare_volume(p, config.data) for p in bar]
   source = patches_lib.UnpairedPatches(
       volumes, patch_size=config.data.patch_size,
       patches_per_slice=config.data.patches_per_slice,
@@ -177,7 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                        axis_types=(jax.sharding.AxisType.Auto,))
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   if config.train.batch_size % jax.device_count():
-    raise ValueError(f"train.batch_size={config.train.batch_size} must be divisible by the "
+    raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
                      f"{jax.device_count()} devices")
 
   volumes, source = build_data(config)
@@ -206,7 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state))
     iterator.set_state(data_state)
   start = int(state.step)
-  writer = metric_writer.MetricWriter(workdir, resume_step=start)
+  is_main = jax.process_index() == 0
+  writer = metric_writer.MetricWriter(workdir, resume_step=start) if is_main else None
   sample_batch = dataset[0]  # Fixed patches, so the grids show progress on the same inputs.
   sample_batch = {k: v[:8] for k, v in sample_batch.items()}
 
@@ -219,10 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   def write_samples(step):
     out = jax.device_get(translate_fn(state.params, x=sample_batch["x"], y=sample_batch["y"]))
-    plotting.patch_grid(out, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+    plotting.patch_grid(dict(zip(SAMPLE_COLUMNS, out)), os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                         title=f"step {step}")
 
-  is_main = jax.process_index() == 0
   bar = tqdm(total=num_steps, initial=start, desc="training", unit="step",
              disable=not is_main, dynamic_ncols=True)
   stop = _Interrupt()
@@ -236,10 +242,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       if step % config.train.log_every == 0 or step == num_steps:
         scalars = _check_finite(jax.device_get(metrics), step, workdir, mngr)
         scalars["steps_per_second"] = bar.format_dict["rate"] or 0.0
-        writer.write_scalars(step, scalars)
+        if writer:
+          writer.write_scalars(step, scalars)
         bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()
                          if k in ("loss/generator", "loss/cycle", "loss/D_Y")})
-      if step % config.train.sample_every == 0 or step == num_steps:
+      if is_main and (step % config.train.sample_every == 0 or step == num_steps):
         write_samples(step)
       if step % config.ckpt.every == 0 or step == num_steps:
         if metrics is not None:
@@ -251,7 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     print(f"interrupted: saved a checkpoint at step {step}; re-run the same command to resume")
   mngr.wait_until_finished()
   mngr.close()
-  writer.close()
+  if writer:
+    writer.close()
   if step >= num_steps and is_main:
     write_holdout_figure(state.params, generator, volumes, config, workdir)
   return state

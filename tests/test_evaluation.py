@@ -243,7 +243,10 @@ def test_evaluate_py_end_to_end(tmp_path, capsys):
                "figures/subj0.png", "figures/subj1.png"]:
     assert (out / name).is_file(), name
   table = pd.read_csv(out / "metrics.csv")
-  assert len(table) == 2 * 3
+  assert len(table) == 2 * 4  # 3 methods and the truth's reference row
+  reference = table[table.method == "truth"]
+  assert reference.psnr.isna().all() and reference.pique_axial.notna().all()
+  table = table[table.method != "truth"]
   # The thick axis was found from the anisotropic 'lr' input: both LR planes are scored.
   for column in ["psnr", "ssim", "ssim_sagittal", "ssim_axial", "pique_sagittal",
                  "pique_axial", "es", "signal", "noise", "snr"]:
@@ -251,7 +254,8 @@ def test_evaluate_py_end_to_end(tmp_path, capsys):
   by_method = table.groupby("method").psnr.mean()
   assert by_method["cubic"] > by_method["nearest"]
   assert "Repeated-measures ANOVA over 2 subjects" in (out / "stats.md").read_text()
-  assert "**" in (out / "table.md").read_text()
+  text = (out / "table.md").read_text()
+  assert "**" in text and "*truth (reference)*" in text
   assert not list(out.glob(".tmp-*"))
 
 

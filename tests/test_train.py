@@ -116,3 +116,23 @@ def test_resume_with_another_architecture_is_refused(data_root, tmp_path):
   config.model.features = 8
   with pytest.raises(checkpointing.CheckpointError, match="model.features=4"):
     checkpointing.write_config(str(tmp_path), config)
+
+
+@pytest.mark.parametrize("make_root, message", [
+    (lambda tmp: tmp / "missing", "no NIfTI volumes"),
+    (lambda tmp: (tmp / "bad.nii.gz").write_bytes(b"garbage" * 50) and tmp / "bad.nii.gz",
+     "bad.nii.gz: cannot read NIfTI"),
+])
+def test_train_cli_reports_bad_data_in_one_line(tmp_path, make_root, message):
+  import subprocess
+  import sys
+  root = make_root(tmp_path)
+  result = subprocess.run(
+      [sys.executable, "train.py", "--config=configs/mri.py", f"--config.data.root={root}",
+       f"--workdir={tmp_path / 'run'}"],
+      cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last
+  assert "Traceback" not in result.stderr
