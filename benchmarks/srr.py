@@ -33,6 +33,7 @@ import psutil  # noqa: E402
 from clade_jax import inference  # noqa: E402
 from clade_jax import srr  # noqa: E402
 from clade_jax import train  # noqa: E402
+from clade_jax.data import preprocess  # noqa: E402
 from clade_jax.data import volume as volume_lib  # noqa: E402
 from configs import mri  # noqa: E402
 
@@ -166,7 +167,7 @@ def main(argv=None):
   config, params, model = load_model(args)
   patch = config.data.patch_size
   source = volume_lib.load_volume(args.input)
-  prepared = srr.prepare_input(source.data, source.affine, config.data, name=args.input)
+  prepared = preprocess.prepare_input(source.data, source.affine, config.data, name=args.input)
   stack = volume_lib.plane_slices(prepared.normalizer.forward(prepared.isotropic),
                                   prepared.lr_axis)
   total = len(stack)
@@ -185,7 +186,8 @@ def main(argv=None):
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
   timed = "all slices" if n == total else (
       f"the {n} central slices; s/volume extrapolated x{total / n:.1f} to all {total}")
-  print(f"timing {timed}\n")
+  print(f"timing {timed}; process RSS before the first row "
+        f"{psutil.Process().memory_info().rss / 2**20:.0f} MB\n")
 
   rows = [(s, "patch") for s in (int(x) for x in args.strides.split(",") if x)]
   if args.full:
@@ -223,8 +225,8 @@ def main(argv=None):
                          batch_size=args.batch_size, chunk=args.slices_per_chunk,
                          mode="patch")
   print(f"\nsliding-window overhead at stride {stride} (extract + scatter-add + normalise, "
-        f"identity generator): {ident_s:.2f} s vs {gen_s:.2f} s with the generator "
-        f"({100 * ident_s / gen_s:.1f}%) for {n} slices")
+        f"identity generator): {1e3 * ident_s:.1f} ms vs {gen_s:.2f} s with the generator "
+        f"({100 * ident_s / gen_s:.2f}%) for {n} slices")
 
   if args.compare_modes:
     stride = config.eval.stride

@@ -26,6 +26,7 @@ import numpy as np
 from clade_jax import checkpointing
 from clade_jax import plotting
 from clade_jax import srr
+from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
 
 class UsageError(ValueError):
@@ -172,7 +173,7 @@ def run(
   config = checkpointing.load_config(workdir)
   _check_options(config, stride, batch_size, mode, planes)
   source = volume_lib.load_volume(input_path)
-  prepared = srr.prepare_input(source.data, source.affine, config.data, name=input_path)
+  prepared = preprocess.prepare_input(source.data, source.affine, config.data, name=input_path)
   params, config, step = load_generator(workdir, step)
 
   output = srr.reconstruct_volume(
@@ -196,7 +197,7 @@ def run(
       seconds=time.perf_counter() - start)
 
 
-def nearest_upsampled(source: volume_lib.Volume, prepared: srr.PreparedInput) -> np.ndarray:
+def nearest_upsampled(source: volume_lib.Volume, prepared: preprocess.PreparedInput) -> np.ndarray:
   """The acquired slices repeated onto the isotropic grid (what was measured)."""
   axis = prepared.thick_axis
   factor = (volume_lib.voxel_spacing(prepared.affine)[axis]
@@ -205,7 +206,7 @@ def nearest_upsampled(source: volume_lib.Volume, prepared: srr.PreparedInput) ->
   return np.take(source.data, index, axis=axis)
 
 
-def write_comparison_figure(source: volume_lib.Volume, prepared: srr.PreparedInput,
+def write_comparison_figure(source: volume_lib.Volume, prepared: preprocess.PreparedInput,
                             output: np.ndarray, path: str, *, title: str = '') -> None:
   """Three orthogonal planes through the centre: input vs output, with insets.
 
@@ -248,7 +249,7 @@ def write_comparison_figure(source: volume_lib.Volume, prepared: srr.PreparedInp
       for ax in (top, bottom):
         ax.set_xticks([])
         ax.set_yticks([])
-  fig.tight_layout(rect=(0, 0, 1, 0.98 if title else 1))
+  fig.tight_layout(rect=(0, 0, 1, 0.975 if title else 1))
   if title:
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, y=0.995)
   plotting.save_figure(fig, path)

@@ -36,13 +36,35 @@ On GPU, XLA's scatter-add may add overlapping patches in a different order
 from run to run, so results can differ in the last float32 bit; set
 ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` for bitwise reproducibility.
 
+Measured with `benchmarks/srr.py` (see benchmarks/RESULTS.md): XLA's own
+accounting for one chunk of the paper-sized generator (64 features, 6 blocks)
+is 81 MB at 32 patches per call and 160-215 MB at 256. On CPU the process
+needs more than that, because XLA's CPU convolutions take im2col scratch
+outside that accounting: peak RSS 1.4 GB at 32 patches per call and 3.0-4.1 GB
+at 256, from 0.75 GB before the first call. On CPU 32 patches per call was
+also twice as fast as 256 (20 against 10-18 patches/s on 2 cores).
+
 ``mode='full'`` instead applies the (fully convolutional) generator to whole
 slices; its peak is ``slices_per_chunk`` x (generator activations of one
 padded slice), i.e. roughly H x W / patch_size**2 patches' worth per slice.
+It is faster (the demo volume, 197 slices of 229 x 189: 31 s against 110 s at
+stride 12 for the demo-sized generator on 2 CPU cores) but not the same
+image: at patch borders the generator sees reflect padding in patch mode and
+the neighbouring anatomy in full mode, and full mode averages nothing. For the
+demo generator after 100 training steps the two outputs differ by a mean
+absolute 0.029 in normalised units ([-1, 1]; PSNR 32.5 dB), 0.061 (27.6 dB)
+inside the head, where the patch seams of the young model are visible. Re-measure
+for a trained model with::
+
+  python benchmarks/srr.py --workdir RUN --slices 0 --strides 12 --compare-modes
+
+The volume-level API at the end of this module prepares a raw volume as
+training does (`prepare_input`), super-resolves every slice of the trained
+low-resolution plane (or both, averaged) and maps the result back to the
+input's intensities (`super_resolve`).
 """
 
 from collections.abc import Callable, Mapping
-import dataclasses
 import functools
 from typing import Any, Literal
 
@@ -55,6 +77,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
 
 # `apply_fn(params, patches)`: the generator as a pure function of its
@@ -536,87 +559,6 @@ class GeneratorMismatchError(ValueError):
   """Generator parameters that do not fit the model the config describes."""
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedInput:
-  """A volume on the grid the generator works on, as training prepares it.
-
-  Attributes:
-    isotropic: float32 ``[I, J, K]`` in the input's intensity units, the thick
-      axis cubic-spline resampled to isotropic.
-    affine: 4x4 voxel-to-world affine of ``isotropic`` (from
-      `volume_lib.isotropic_geometry`): every original sample keeps its world
-      position.
-    thick_axis: The voxel axis that was thick.
-    lr_axis: The voxel axis to slice along for the low-resolution plane the
-      generator was trained on.
-    normalizer: Robust percentiles of the acquired samples mapped onto
-      ``[-1, 1]``.
-  """
-
-  isotropic: np.ndarray
-  affine: np.ndarray
-  thick_axis: int
-  lr_axis: int
-  normalizer: volume_lib.Normalizer
-
-  @property
-  def lr_axes(self) -> tuple[int, int]:
-    """Both low-resolution planes' slicing axes, the trained one first."""
-    other = 3 - self.thick_axis - self.lr_axis
-    return self.lr_axis, other
-
-
-def prepare_input(
-    volume: np.ndarray, affine: np.ndarray, data_config, *, name: str = 'volume'
-) -> PreparedInput:
-  """Resamples and fits the normaliser exactly as training does (section 4.5).
-
-  Args:
-    volume: Raw 3D array in its own intensity units.
-    affine: Its 4x4 voxel-to-world affine (mm).
-    data_config: The run's ``config.data``: ``thick_axis`` (-1 detects it),
-      ``target_spacing`` (0 = finest in-plane spacing), ``percentiles``,
-      ``lr_plane``.
-    name: What to call the volume in error messages (e.g. its path).
-
-  Returns:
-    The `PreparedInput`.
-
-  Raises:
-    VolumeError: not 3D, no thick axis (an isotropic volume), constant
-      intensities, or the trained low-resolution plane does not contain this
-      volume's thick axis.
-  """
-  data = np.asarray(volume, np.float32)
-  affine = np.asarray(affine, np.float64)
-  if data.ndim != 3 or affine.shape != (4, 4):
-    raise volume_lib.VolumeError(
-        f'{name}: expected a 3D volume and a 4x4 affine, got shapes '
-        f'{data.shape} and {affine.shape}')
-  source = volume_lib.Volume(data=data, affine=affine, path=name)
-  thick_axis = data_config.thick_axis
-  if thick_axis < 0:
-    spacing = source.spacing
-    try:
-      thick_axis = volume_lib.find_thick_axis(spacing, name=name)
-    except volume_lib.VolumeError:
-      raise volume_lib.VolumeError(
-          f'{name}: nothing to super-resolve: no thick-slice axis (voxel sizes '
-          f'{np.round(spacing, 3).tolist()} mm); CLADE needs a volume with one '
-          'axis at least 1.5x coarser than the others') from None
-  iso = volume_lib.resample_thick_axis(
-      source, thick_axis, data_config.target_spacing or None)
-  # Fitted on the acquired samples, as training does: the spline's overshoot
-  # at sharp edges must not set the scale.
-  normalizer = volume_lib.Normalizer.fit(
-      data, tuple(data_config.percentiles), name=name)
-  try:
-    lr_axis = volume_lib.lr_slice_axis(affine, thick_axis, data_config.lr_plane)
-  except ValueError as e:
-    raise volume_lib.VolumeError(f'{name}: {e}') from None
-  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer)
-
-
 @functools.lru_cache(maxsize=8)
 def _generator(model_config: ml_collections.FrozenConfigDict):
   """The generator module and an ``apply_fn`` for it, one pair per config.
@@ -714,12 +656,12 @@ def _lr_stack(data: np.ndarray, axis: int, thick_axis: int,
   return (np.swapaxes(slices, 1, 2) if transpose else slices), transpose
 
 
-def _thick_on_rows(prepared: PreparedInput) -> bool:
+def _thick_on_rows(prepared: preprocess.PreparedInput) -> bool:
   return min(a for a in range(3) if a != prepared.lr_axis) == prepared.thick_axis
 
 
 def reconstruct_volume(
-    prepared: PreparedInput,
+    prepared: preprocess.PreparedInput,
     params: Any,
     config: ml_collections.ConfigDict,
     *,
@@ -730,7 +672,7 @@ def reconstruct_volume(
     slices_per_chunk: int = 8,
     progress: bool | Callable[[int], Any] = True,
 ) -> np.ndarray:
-  """Super-resolves a `PreparedInput`; see `super_resolve`.
+  """Super-resolves a `preprocess.PreparedInput`; see `super_resolve`.
 
   Returns:
     float32 array of ``prepared.isotropic``'s shape in the input's units.
@@ -791,7 +733,7 @@ def super_resolve(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Super-resolves an anisotropic volume with a trained CLADE generator.
 
-  The volume is prepared as in training (`prepare_input`: thick axis
+  The volume is prepared as in training (`preprocess.prepare_input`: thick axis
   cubic-spline resampled to isotropic, robust percentiles of this volume's
   acquired samples mapped to ``[-1, 1]``), every slice of the low-resolution plane goes through
   G_X, and the result is mapped back to the input's intensity scale. Values
@@ -828,7 +770,7 @@ def super_resolve(
     VolumeError: the volume cannot be prepared (e.g. it is isotropic).
     GeneratorMismatchError: ``params`` do not fit ``config.model``.
   """
-  prepared = prepare_input(volume, affine, config.data)
+  prepared = preprocess.prepare_input(volume, affine, config.data)
   output = reconstruct_volume(
       prepared, params, config, stride=stride, mode=mode, planes=planes,
       batch_size=batch_size, slices_per_chunk=slices_per_chunk,

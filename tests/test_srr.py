@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from clade_jax import srr
+from clade_jax.data import preprocess
 
 PATCH = 32
 STRIDES = [1, 5, 6, 12, 32]
@@ -359,7 +360,7 @@ def test_prepare_input_is_the_training_preparation(tmp_path, lr_plane):
   path = _thick_slice_file(tmp_path / 'v.nii.gz')
   trained = patches.prepare_volume(path, data_config)
   vol = volume.load_volume(path)
-  prepared = srr.prepare_input(vol.data, vol.affine, data_config, name=path)
+  prepared = preprocess.prepare_input(vol.data, vol.affine, data_config, name=path)
   assert prepared.normalizer == trained.normalizer
   assert (prepared.thick_axis, prepared.lr_axis) == (trained.thick_axis,
                                                        trained.lr_axis)
@@ -373,10 +374,10 @@ def test_prepare_input_rejects_isotropic_and_2d():
   data_config = mri.get_config().data
   data = _random_slices(20, 20, 20)
   with pytest.raises(volume.VolumeError, match='scan.nii: nothing to super-resolve'):
-    srr.prepare_input(data, np.diag([1.0, 1.2, 1.0, 1.0]), data_config,
+    preprocess.prepare_input(data, np.diag([1.0, 1.2, 1.0, 1.0]), data_config,
                       name='scan.nii')
   with pytest.raises(volume.VolumeError, match='3D'):
-    srr.prepare_input(data[0], np.eye(4), data_config)
+    preprocess.prepare_input(data[0], np.eye(4), data_config)
 
 
 @pytest.mark.parametrize('thick_axis,lr_axis', [(0, 1), (0, 2), (1, 0), (1, 2),

@@ -20,6 +20,7 @@ import grain
 import numpy as np
 from scipy import ndimage
 
+from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
 
 
@@ -51,25 +52,18 @@ def list_volumes(root: str) -> list[str]:
 
 
 def prepare_volume(path: str, data_config) -> PreparedVolume:
-  """Loads, resamples and normalises one training volume as the config says."""
+  """Loads one training volume and prepares it exactly as inference will."""
   vol = volume_lib.load_volume(path)
-  thick = data_config.thick_axis
-  if thick < 0:
-    thick = volume_lib.find_thick_axis(vol.spacing, name=path)
-  target = data_config.target_spacing or None
-  iso = volume_lib.resample_thick_axis(vol, thick, target)
-  # Fit on the acquired samples: spline overshoot at edges must not set the scale.
-  normalizer = volume_lib.Normalizer.fit(vol.data, tuple(data_config.percentiles), name=path)
-  try:
-    lr_axis = volume_lib.lr_slice_axis(vol.affine, thick, data_config.lr_plane)
-  except ValueError as e:
-    raise volume_lib.VolumeError(f"{path}: {e}") from None
-  for name, shape in (("resampled", iso.data.shape), ("acquired", vol.data.shape)):
-    if min(np.delete(shape, thick if name == "acquired" else lr_axis)) < data_config.patch_size:
+  prepared = preprocess.prepare_input(vol.data, vol.affine, data_config, name=path)
+  thick, lr_axis = prepared.thick_axis, prepared.lr_axis
+  for name, shape, axis in (("resampled", prepared.isotropic.shape, lr_axis),
+                            ("acquired", vol.data.shape, thick)):
+    if min(np.delete(shape, axis)) < data_config.patch_size:
       raise volume_lib.VolumeError(
           f"{path}: {name} slices {shape} are smaller than the {data_config.patch_size}-pixel patch")
-  return PreparedVolume(path, normalizer.forward(iso.data), normalizer.forward(vol.data),
-                        thick, lr_axis, normalizer)
+  norm = prepared.normalizer
+  return PreparedVolume(path, norm.forward(prepared.isotropic), norm.forward(vol.data),
+                        thick, lr_axis, norm)
 
 
 class UnpairedPatches:
