@@ -101,7 +101,9 @@ def main(argv=None) -> int:
         rois=os.path.join(HERE, "mni152_rois.json"), thick_axis=THICK_AXIS,
         figures=args.figures,
         log=lambda msg: print(f"[{time.time() - start:6.1f}s] {msg}", flush=True))
-  print(f"done in {time.time() - start:.0f}s; reports in {args.workdir}/<profile>/eval/")
+  where = ("inputs in {w}/<profile>/lr/, truth in {w}/truth/" if args.stage == "degrade"
+           else "reports in {w}/<profile>/eval/").format(w=args.workdir)
+  print(f"done in {time.time() - start:.0f}s; {where}")
   return 0
 
 
