@@ -9,7 +9,7 @@ Example (the interpolation baselines of experiments/ground_truth on the MNI152 d
       --thick-axis 1 --out runs/gt/eval
 
 Writes metrics.csv, table.md, stats.md, boxplots.png and figures/<subject>.png to --out;
-see clade_jax/evaluation.py for what each metric is and how the files look.
+see clade_jax/evaluation/ for what each metric is and how the files look.
 """
 
 import argparse
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
       "--rois", metavar="FILE.json",
       help="per-subject signal/background ROIs (SNR), edge borders (edge sharpness) and "
            "a view point for the figures, in world mm; format in "
-           "clade_jax/evaluation.py:load_rois.")
+           "clade_jax/evaluation/scoring.py:load_rois.")
   parser.add_argument(
       "--plane", action="append", choices=sorted(PLANE_NORMALS), dest="planes",
       help="plane whose 2D slices PIQUE and per-slice SSIM are computed on (repeatable); "

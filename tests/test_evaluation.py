@@ -11,7 +11,7 @@ import pytest
 import evaluate as evaluate_cli
 from clade_jax import baselines, evaluation
 from clade_jax.data.degrade import degrade
-from clade_jax.data.volume import Volume, save_volume
+from clade_jax.data.volume import Volume, VolumeError, save_volume
 
 # ----------------------------------------------------------------------- statistics
 
@@ -189,7 +189,7 @@ def test_subject_matching(tmp_path):
   assert "sub-03" in notes[0]
   glob_files = evaluation.find_volumes(str(tmp_path / "m2" / "*.nii.gz"))
   assert list(glob_files) == ["sub-01_m2", "sub-02_m2"]
-  with pytest.raises(evaluation.VolumeError, match="no subject is common"):
+  with pytest.raises(VolumeError, match="no subject is common"):
     evaluation.match_subjects({"m1": {"x": "a"}, "m2": {"y": "b"}})
 
 
@@ -202,14 +202,14 @@ def test_rois_defaults_and_overrides(tmp_path):
   assert evaluation.rois_for(rois, "s1")["borders"] == [[[0, 0, 0], [1, 1, 1]]]
   assert evaluation.rois_for(rois, "s2")["view"] == [0, 0, 0]
   path.write_text(json.dumps({"*": {"edges": []}}))
-  with pytest.raises(evaluation.VolumeError, match="keys among"):
+  with pytest.raises(VolumeError, match="keys among"):
     evaluation.load_rois(str(path))
 
 
 def test_outputs_never_overwrite_inputs(tmp_path):
   path = tmp_path / "x.csv"
   path.write_text("input")
-  with pytest.raises(evaluation.VolumeError, match="refusing"):
+  with pytest.raises(VolumeError, match="refusing"):
     evaluation.atomic_write_text(str(path), "new", frozenset({os.path.realpath(path)}))
   assert path.read_text() == "input"
 
