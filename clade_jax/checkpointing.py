@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+
+from clade_jax import atomic
 
 CONFIG_FILE = "config.json"
 # Fields that change the parameter shapes: a checkpoint is unusable if they differ.
@@ -67,7 +68,7 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if os.path.exists(path):
     check_compatible(load_config(workdir), config, workdir)
   os.makedirs(workdir, exist_ok=True)
-  atomic_write_text(path, config.to_json(indent=2))
+  atomic.write_text(path, config.to_json(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -85,19 +86,6 @@ def check_compatible(saved, config, workdir: str) -> None:
       raise CheckpointError(
           f"{workdir}: holds a run with model.{field}={old!r} but the config says {new!r}; "
           "use another --workdir or the original config")
-
-
-def atomic_write_text(path: str, text: str) -> None:
-  """Writes beside the destination, then renames: readers never see half a file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def abstract_like(tree):

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from clade_jax import atomic  # noqa: E402
+
 
 def save_figure(fig, path: str) -> None:
   """Saves atomically (temp file + rename) and closes the figure."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-  os.close(fd)
   try:
-    fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic.atomic_path(path, suffix=".png") as tmp:
+      fig.savefig(tmp, dpi=fig.dpi, bbox_inches="tight")
   finally:
     plt.close(fig)
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def for_display(image: np.ndarray) -> np.ndarray:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zlib
 
 import nibabel as nib
 import numpy as np
 from scipy import interpolate
+
+from clade_jax import atomic
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -118,17 +119,8 @@ def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
     image.header.set_xyzt_units(*like.header.get_xyzt_units())
   image.set_qform(affine, code=qcode)
   image.set_sform(affine, code=scode)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  suffix = ".nii.gz" if path.endswith(".gz") else ".nii"
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-  os.close(fd)
-  try:
+  with atomic.atomic_path(path, suffix=".nii.gz" if path.endswith(".gz") else ".nii") as tmp:
     nib.save(image, tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
 
 
 def find_thick_axis(spacing, *, min_ratio: float = 1.5, name: str = "volume") -> int:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 
+from clade_jax import atomic
 from clade_jax.data.volume import VolumeError
 from clade_jax.evaluation.figures import plot_boxplots
 from clade_jax.evaluation.metric_table import TRUTH_ROW, metric_columns, metric_info
@@ -32,16 +32,7 @@ def atomic_write_text(path: str, text: str, protected: frozenset[str] = frozense
   """
   if os.path.realpath(path) in protected:
     raise VolumeError(f"{path}: refusing to overwrite an input")
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  atomic.write_text(path, text)
 
 
 def write_report(table: pd.DataFrame, out_dir: str, methods: list[str], *,
