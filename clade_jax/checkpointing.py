@@ -46,20 +46,55 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None
   return restored["state"], restored["data"]
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Steps with a finished checkpoint in `workdir` (creates nothing)."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  mngr = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+  steps = sorted(mngr.all_steps())
+  mngr.close()
+  return steps
+
+
 def restore_params(workdir: str, step: int | None = None):
-  """Loads (params, config) of a trained run for inference.
+  """Loads (params, config) of a trained run for inference; creates nothing.
+
+  Args:
+    workdir: a training workdir (config.json and checkpoints/).
+    step: checkpoint step; default the latest.
 
   Raises:
-    CheckpointError: no config or no checkpoint in `workdir`.
+    CheckpointError: not a workdir, no checkpoint (or not `step`), or an unreadable
+      checkpoint; the message names the workdir and the step.
   """
+  if not os.path.isdir(workdir):
+    raise CheckpointError(f"{workdir}: no such directory")
   config = load_config(workdir)
-  mngr = manager(workdir)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
+  steps = checkpoint_steps(workdir)
+  if not steps:
     raise CheckpointError(f"{workdir}: no checkpoint found (train first)")
-  restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  mngr.close()
-  return restored["state"]["params"], config
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise CheckpointError(
+        f"{workdir}: no checkpoint at step {step} (have {', '.join(map(str, steps))})")
+  mngr = ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  except Exception as e:  # Orbax raises many types for damaged checkpoints.
+    first_line = str(e).splitlines()[0] if str(e) else ""
+    raise CheckpointError(f"{workdir}: cannot restore checkpoint {step} "
+                          f"({type(e).__name__}: {first_line})") from None
+  finally:
+    mngr.close()
+  params = restored["state"].get("params")
+  if not isinstance(params, dict) or "G_X" not in params:
+    raise CheckpointError(f"{workdir}: checkpoint {step} holds no G_X generator parameters")
+  return params, config
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

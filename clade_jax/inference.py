@@ -77,32 +77,9 @@ def load_generator(workdir: str, step: int | None = None):
       unreadable checkpoint, or parameters that do not fit the model
       ``config.json`` describes (a checkpoint from another config).
   """
-  if not os.path.isdir(workdir):
-    raise checkpointing.CheckpointError(f'{workdir}: no such directory')
-  config = checkpointing.load_config(workdir)  # Before `manager`, which mkdirs.
-  mngr = checkpointing.manager(workdir)
-  steps = sorted(mngr.all_steps())
-  mngr.close()
-  if not steps:
-    raise checkpointing.CheckpointError(f'{workdir}: no checkpoint found (train first)')
+  params, config = checkpointing.restore_params(workdir, step)
   if step is None:
-    step = steps[-1]
-  elif step not in steps:
-    raise checkpointing.CheckpointError(
-        f'{workdir}: no checkpoint at step {step} (have {", ".join(map(str, steps))})')
-  try:
-    params, config = checkpointing.restore_params(workdir, step)
-  except checkpointing.CheckpointError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    # Orbax raises many types for damaged checkpoints; name the step instead.
-    message = str(e).splitlines()[0] if str(e) else ''
-    raise checkpointing.CheckpointError(
-        f'{workdir}: cannot restore checkpoint {step} ({type(e).__name__}: '
-        f'{message})') from None
-  if not isinstance(params, dict) or 'G_X' not in params:
-    raise checkpointing.CheckpointError(
-        f'{workdir}: checkpoint {step} holds no G_X generator parameters')
+    step = checkpointing.checkpoint_steps(workdir)[-1]
   try:
     srr.check_generator_params(params['G_X'], config.model, config.data.patch_size)
   except srr.GeneratorMismatchError as e:
