@@ -4,9 +4,11 @@
 
 The first run writes demo_data/lr/ (the 6 mm input) and demo_data/truth/ (the 1 mm
 template). A narrow model (16 base channels, 4 residual blocks) trains for 300 steps of
-batch 8: about 5 minutes on 2 CPU cores. Expect loss/cycle to fall from about 1.0 to
-below 0.3, sample grids in runs/demo/samples/ and the held-out slice before/after in
-runs/demo/holdout_sr.png. It is a smoke-sized run, not a converged model.
+batch 8: 3 minutes of training, 5 minutes with the fresh install, on 2 CPU cores
+(measured 2026-11-22). Expect loss/cycle to fall from about 1.3 to about 0.15 and
+loss/generator from about 9.5 to about 4, sample grids in runs/demo/samples/ and the
+held-out slice before/after in runs/demo/holdout_sr.png. It is a smoke-sized run, not a
+converged model (experiments/ground_truth/README.md scores it against the truth).
 """
 
 from configs import mri
