@@ -53,11 +53,14 @@ class TrainState:
 
 
 def create_models(model_config) -> tuple[nn.Module, nn.Module]:
+  # Configs saved before conv_impl/dtype existed read as the defaults.
+  speed = dict(conv_impl=model_config.get("conv_impl", "auto"),
+               dtype=model_config.get("dtype", "float32"))
   generator = ResnetGenerator(features=model_config.features,
                               num_blocks=model_config.num_blocks,
-                              norm=model_config.generator_norm)
+                              norm=model_config.generator_norm, **speed)
   discriminator = PatchDiscriminator(features=model_config.disc_features,
-                                     num_layers=model_config.disc_layers)
+                                     num_layers=model_config.disc_layers, **speed)
   return generator, discriminator
 
 

@@ -46,6 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_blocks = 6
   config.model.disc_features = 64
   config.model.disc_layers = 3
+  config.model.conv_impl = "auto"  # 'auto' (im2col on CPU, XLA's convs elsewhere), 'xla', 'im2col'.
+  config.model.dtype = "float32"  # Activations' dtype; 'bfloat16' on GPU/TPU. Params stay float32.
 
   config.loss = ml_collections.ConfigDict()
   config.loss.gan = "log"  # 'log' (paper Eq. 1) or 'lsgan'.

@@ -6,8 +6,11 @@ from generation, not from discrimination (paper Sec. 4.2).
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from clade_jax.models import layers
 
@@ -18,19 +21,23 @@ class PatchDiscriminator(nn.Module):
   Attributes:
     features: channels of the first layer (ndf; 64 in CycleGAN).
     num_layers: stride-2 layers (3 gives the 70x70 PatchGAN; a 32x32 patch gives 2x2).
+    conv_impl: convolution formulation, 'xla', 'im2col' or 'auto' (models/layers.py).
+    dtype: compute dtype of the activations; params and the logits stay float32.
   """
 
   features: int = 64
   num_layers: int = 3
+  conv_impl: str = "xla"
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = layers.Conv(self.features, 4, strides=2, padding=1)(x)
+    conv = functools.partial(layers.Conv, kernel_size=4, padding=1, conv_impl=self.conv_impl)
+    h = conv(self.features, strides=2)(x.astype(self.dtype))
     h = nn.leaky_relu(h, 0.2)
     for n in range(1, self.num_layers + 1):
       stride = 2 if n < self.num_layers else 1
       # Bias is redundant before a mean-subtracting norm.
-      h = layers.Conv(self.features * min(2**n, 8), 4, strides=stride, padding=1,
-                      use_bias=False)(h)
+      h = conv(self.features * min(2**n, 8), strides=stride, use_bias=False)(h)
       h = nn.leaky_relu(layers.instance_norm(h), 0.2)
-    return layers.Conv(1, 4, strides=1, padding=1)(h)
+    return conv(1, strides=1)(h).astype(jnp.float32)

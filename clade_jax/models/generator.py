@@ -13,6 +13,7 @@ import functools
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from clade_jax.models import layers
 
@@ -22,10 +23,12 @@ NORMS = ("demod", "instance")
 class ResidualBlock(nn.Module):
   features: int
   norm: str = "demod"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod")
+    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod",
+                             conv_impl=self.conv_impl)
     h = conv()(layers.reflect_pad(x, 1))
     h = nn.relu(_normalise(h, self.norm))
     h = conv()(layers.reflect_pad(h, 1))
@@ -40,32 +43,40 @@ class ResnetGenerator(nn.Module):
     num_blocks: residual blocks (6 in the paper).
     norm: 'demod' (CLADE) or 'instance' (conventional CycleGAN).
     out_channels: output channels; default the input's.
+    conv_impl: convolution formulation, 'xla', 'im2col' or 'auto' (models/layers.py);
+      all give the same function and the same params.
+    dtype: compute dtype of the activations, e.g. 'bfloat16' on accelerators. Params
+      stay float32; the output is float32 whatever this is.
   """
 
   features: int = 64
   num_blocks: int = 6
   norm: str = "demod"
   out_channels: int | None = None
+  conv_impl: str = "xla"
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.norm not in NORMS:
       raise ValueError(f"unknown generator norm {self.norm!r}; use one of {NORMS}")
-    demod = self.norm == "demod"
+    conv = functools.partial(layers.Conv, demodulate=self.norm == "demod",
+                             conv_impl=self.conv_impl)
     f = self.features
-    h = layers.Conv(f, 7, demodulate=demod)(layers.reflect_pad(x, 3))
+    h = conv(f, 7)(layers.reflect_pad(x.astype(self.dtype), 3))
     h = nn.relu(_normalise(h, self.norm))
     for mult in (2, 4):
-      h = layers.Conv(f * mult, 3, strides=2, padding=1, demodulate=demod)(h)
+      h = conv(f * mult, 3, strides=2, padding=1)(h)
       h = nn.relu(_normalise(h, self.norm))
     for _ in range(self.num_blocks):
-      h = ResidualBlock(f * 4, self.norm)(h)
+      h = ResidualBlock(f * 4, self.norm, self.conv_impl)(h)
     for mult in (2, 1):
-      h = layers.ConvTranspose(f * mult, demodulate=demod)(h)
+      h = layers.ConvTranspose(f * mult, demodulate=self.norm == "demod",
+                               conv_impl=self.conv_impl)(h)
       h = nn.relu(_normalise(h, self.norm))
     out = self.out_channels or x.shape[-1]
-    h = layers.Conv(out, 7, demodulate=demod)(layers.reflect_pad(h, 3))
-    return nn.tanh(h)
+    h = conv(out, 7)(layers.reflect_pad(h, 3))
+    return nn.tanh(h.astype(jnp.float32))
 
 
 def _normalise(h: jax.Array, norm: str) -> jax.Array:

@@ -2,19 +2,45 @@
 
 All networks go through `Conv` / `ConvTranspose` here, so the convolution formulation
 and the demodulation live in one place.
+
+Two formulations compute the same function (tests/test_layers_fast.py holds them to
+1e-4 relative error of each other):
+
+- 'xla': `lax.conv_general_dilated` / `lax.conv_transpose`. On GPU and TPU these become
+  cuDNN / MXU convolutions and are the right choice.
+- 'im2col': the k x k input windows are gathered with strided slices into one
+  [B, H', W', k*k*C_in] array (im2col) and contracted with the [k*k*C_in, C_out] kernel
+  in a single `dot_general`. XLA:CPU compiles convolutions, and above all their
+  gradients, to slow generic loops, while its matmuls are fast (oneDNN/Eigen GEMMs);
+  on a CPU this is several times faster, forward and backward
+  (benchmarks/RESULTS.md). The backward pass is again two matmuls plus slice-adds.
+
+'auto' picks 'im2col' on a CPU backend and 'xla' elsewhere.
+
+Mixed precision: params are always created in float32. Layers compute in the dtype of
+their input (cast the network input to bfloat16 to run in bfloat16); matmuls and
+convolutions accumulate in float32, and kernels are demodulated in float32 before the
+cast, so the unit-norm constraint of Eq. 6 holds to float32 precision.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 DEMOD_EPSILON = 1e-8
 # CycleGAN's initialisation: N(0, 0.02) for every convolution.
 KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+CONV_IMPLS = ("auto", "xla", "im2col", "winograd")
+# Below this many output channels im2col contracts channels before gathering taps.
+FEW_OUTPUT_CHANNELS = 8
 
 
 def demodulate(kernel: jax.Array, epsilon: float = DEMOD_EPSILON) -> jax.Array:
@@ -35,6 +61,293 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
   return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
 
+def resolve_conv_impl(conv_impl: str) -> str:
+  """'xla' or 'im2col' for `conv_impl`; 'auto' means im2col on CPU, xla elsewhere."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f"unknown conv_impl {conv_impl!r}; use one of {CONV_IMPLS}")
+  if conv_impl == "auto":
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+  return conv_impl
+
+
+def _contract_channels(patches: jax.Array, kernel: jax.Array, dtype=None) -> jax.Array:
+  """[..., K] x [K, N] -> [..., N], accumulated in float32, returned in `dtype`.
+
+  `dtype` defaults to the patches' dtype.
+  """
+  out = lax.dot_general(patches, kernel, (((patches.ndim - 1,), (0,)), ((), ())),
+                        preferred_element_type=jnp.float32)
+  return out.astype(dtype or patches.dtype)
+
+
+class Windows(NamedTuple):
+  """Strided k x k windows of an NHWC image: the index map of an im2col.
+
+  Window position (m, n) and tap t read input pixel (i_t + stride * m, j_t + stride * n),
+  where (i_t, j_t) = offsets[t].
+
+  Attributes:
+    in_size: (rows, cols) of the (already padded) input.
+    offsets: (row, col) of each tap, in the order the kernel's taps are flattened.
+    out_size: (rows, cols) of window positions.
+    stride: step between window positions.
+  """
+
+  in_size: tuple[int, int]
+  offsets: tuple[tuple[int, int], ...]
+  out_size: tuple[int, int]
+  stride: int
+
+  def view(self, x: jax.Array, t: int) -> jax.Array:
+    """Tap t of every window: [B, *in_size, C] -> [B, *out_size, C] (a strided slice)."""
+    (i, j), (rows, cols), s = self.offsets[t], self.out_size, self.stride
+    b, _, _, c = x.shape
+    return lax.slice(x, (0, i, j, 0), (b, i + (rows - 1) * s + 1, j + (cols - 1) * s + 1, c),
+                     (1, s, s, 1))
+
+  def place(self, g: jax.Array) -> list[jax.Array]:
+    """For each tap t, `g` [B, *out_size, C] put where `view(., t)` reads, zeros elsewhere.
+
+    The transpose of `view`. Built as one zero-dilating pad of `g` and one slice per tap,
+    so XLA emits a single fused loop for the taps' sum or concatenation.
+    """
+    s = self.stride
+    low = [max(i for i, _ in self.offsets), max(j for _, j in self.offsets)]
+    high = [max(0, n - (m - 1) * s - 1) for n, m in zip(self.in_size, self.out_size)]
+    spread = lax.pad(g, jnp.zeros((), g.dtype), ((0, 0, 0), (low[0], high[0], s - 1),
+                                                 (low[1], high[1], s - 1), (0, 0, 0)))
+    b, _, _, c = g.shape
+    return [lax.slice(spread, (0, low[0] - i, low[1] - j, 0),
+                      (b, low[0] - i + self.in_size[0], low[1] - j + self.in_size[1], c))
+            for i, j in self.offsets]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def im2col(x: jax.Array, windows: Windows) -> jax.Array:
+  """[B, H, W, C] -> [B, H', W', taps * C]: every window's pixels, tap-major.
+
+  Its gradient is `col2im`, written by hand: differentiating the slices would give one
+  zero-padded full-size array per tap, which XLA:CPU materialises one by one.
+  """
+  views = [windows.view(x, t) for t in range(len(windows.offsets))]
+  return views[0] if len(views) == 1 else jnp.concatenate(views, axis=-1)
+
+
+def col2im(patches: jax.Array, windows: Windows) -> jax.Array:
+  """The transpose of `im2col`: adds every window's pixels back where they came from."""
+  c = patches.shape[-1] // len(windows.offsets)
+  spread = windows.place(patches)
+  return functools.reduce(jnp.add, [p[..., t * c:(t + 1) * c] for t, p in enumerate(spread)])
+
+
+im2col.defvjp(lambda x, windows: (im2col(x, windows), None),
+              lambda windows, _, g: (col2im(g, windows),))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def sum_taps(planes: jax.Array, windows: Windows) -> jax.Array:
+  """[B, H, W, taps * C] -> [B, H', W', C]: sum over t of tap t's plane read at tap t.
+
+  With planes = x @ (kernel as [C_in, taps * C_out]) this is the convolution.
+  """
+  c = planes.shape[-1] // len(windows.offsets)
+  views = [windows.view(planes[..., t * c:(t + 1) * c], t) for t in range(len(windows.offsets))]
+  return functools.reduce(jnp.add, views)
+
+
+sum_taps.defvjp(lambda planes, windows: (sum_taps(planes, windows), None),
+                lambda windows, _, g: (jnp.concatenate(windows.place(g), axis=-1),))
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+  """`lax.conv_general_dilated` (NHWC, HWIO, symmetric zero padding) as one matmul.
+
+  With few output channels (the generator's last layer has one) a [.., k*k*C_in] x
+  [k*k*C_in, C_out] matmul is a matrix-vector product, which runs at a small fraction
+  of the machine's speed. Those layers contract the input channels first, with every
+  (tap, output channel) pair as an output column, and then add the k*k shifted tap
+  planes: the same sum in the other order.
+  """
+  kh, kw, c_in, c_out = kernel.shape
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  in_size = x.shape[1:3]
+  windows = Windows(in_size, tuple((i, j) for i in range(kh) for j in range(kw)),  # HWIO order
+                    ((in_size[0] - kh) // stride + 1, (in_size[1] - kw) // stride + 1), stride)
+  if c_out < FEW_OUTPUT_CHANNELS:
+    # [B, H, W, (tap, C_out)]: every tap's contribution at every input position.
+    planes = _contract_channels(x, kernel.transpose(2, 0, 1, 3).reshape(c_in, -1), jnp.float32)
+    return sum_taps(planes, windows).astype(x.dtype)
+  return _contract_channels(im2col(x, windows), kernel.reshape(kh * kw * c_in, c_out))
+
+
+def _transpose_taps(kernel_size: int, stride: int) -> tuple[int, list[list[tuple[int, int]]]]:
+  """Kernel taps and input offsets of each output phase of a 'SAME' transposed conv.
+
+  `lax.conv_transpose(..., 'SAME')` zero-dilates the input by `stride`, pads it by
+  (pad_before, ...) and correlates with the kernel: y[o] = sum_t dilated[o + t - pad]
+  * w[t]. Output o = stride * m + r (phase r) only meets real input samples at taps t
+  with (r + t - pad) % stride == 0, namely x[m + (r + t - pad) // stride]. Computing
+  each phase from those taps alone skips the (stride^2 - 1) / stride^2 of the
+  multiplications that would hit inserted zeros.
+
+  Returns:
+    pad_before and, for each phase r, the list of (tap t, input offset).
+  """
+  pad_len = kernel_size + stride - 2
+  pad_before = kernel_size - 1 if stride > kernel_size - 1 else -(-pad_len // 2)
+  phases = [[(t, (r + t - pad_before) // stride) for t in range(kernel_size)
+             if (r + t - pad_before) % stride == 0] for r in range(stride)]
+  return pad_before, phases
+
+
+def im2col_conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """`lax.conv_transpose(x, kernel, (stride,) * 2, 'SAME')` (NHWC, HWIO) as matmuls.
+
+  One matmul per output phase (stride^2 of them) over the taps that phase uses; the
+  phases are then interleaved into the stride-times larger output.
+  """
+  k, _, _, c_out = kernel.shape
+  _, phases = _transpose_taps(k, stride)
+  if any(not taps for taps in phases):
+    raise ValueError(f"im2col transposed conv needs kernel_size >= stride, got {k} < {stride}")
+  offsets = [off for taps in phases for _, off in taps]
+  lo, hi = max(0, -min(offsets)), max(0, max(offsets))
+  b, h, w, _ = x.shape
+  x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+  rows = []
+  for row_taps in phases:
+    row = []
+    for col_taps in phases:
+      windows = Windows(x.shape[1:3], tuple((lo + di, lo + dj) for _, di in row_taps
+                                            for _, dj in col_taps), (h, w), 1)
+      patches = im2col(x, windows)
+      tap_kernel = kernel[np.array([t for t, _ in row_taps])][:, np.array([t for t, _ in col_taps])]
+      row.append(_contract_channels(patches, tap_kernel.reshape(-1, c_out)))
+    rows.append(jnp.stack(row, axis=3))  # [B, H, W, stride (col phase), C]
+  y = jnp.stack(rows, axis=2)  # [B, H, stride (row phase), W, stride, C]
+  return y.reshape(b, h * stride, w * stride, c_out)
+
+
+# Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+# Networks", 2016): each 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A, with d the
+# 4x4 input tile and g the 3x3 kernel.
+WINOGRAD_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+WINOGRAD_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+def _combine(coefficients, arrays):
+  """sum_k coefficients[k] * arrays[k], skipping zeros: adds and subtractions only."""
+  terms = [a if c == 1 else -a if c == -1 else c * a
+           for c, a in zip(coefficients, arrays) if c]
+  return functools.reduce(jnp.add, terms)
+
+
+def _winograd_tiles(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
+  """x zero-padded at the bottom/right to whole 2x2 output tiles, and the tile grid."""
+  rows, cols = x.shape[1] - 2, x.shape[2] - 2
+  tiles = (-(-rows // 2), -(-cols // 2))
+  return jnp.pad(x, ((0, 0), (0, 2 * tiles[0] - rows), (0, 2 * tiles[1] - cols), (0, 0))), tiles
+
+
+def _winograd_input(x: jax.Array, tiles: tuple[int, int]) -> jax.Array:
+  """B^T d B for every overlapping 4x4 input tile d: [16, B * tiles, C]."""
+  c = x.shape[-1]
+  windows = Windows(x.shape[1:3], tuple((i, j) for i in range(4) for j in range(4)), tiles, 2)
+  d = im2col(x, windows)  # XLA folds the slices below into the gather: one fused loop.
+  d = [[d[..., (4 * i + j) * c:(4 * i + j + 1) * c] for j in range(4)] for i in range(4)]
+  d = [[_combine(WINOGRAD_BT[u], [d[i][j] for i in range(4)]) for j in range(4)]
+       for u in range(4)]
+  return jnp.stack([_combine(WINOGRAD_BT[w], d[u]) for u in range(4) for w in range(4)]
+                   ).reshape(16, -1, c)
+
+
+def _winograd_kernel(kernel: jax.Array) -> jax.Array:
+  """G g G^T: [3, 3, C_in, C_out] -> [16, C_in, C_out]."""
+  g = jnp.asarray(WINOGRAD_G, kernel.dtype)
+  u = jnp.einsum("ai,ijcd,bj->abcd", g, kernel, g, precision=lax.Precision.HIGHEST)
+  return u.reshape(16, *kernel.shape[2:])
+
+
+def _batched_matmul(a: jax.Array, b: jax.Array, contract: int) -> jax.Array:
+  """[16, ...] x [16, ...] contracting axis `contract` of a with axis 1 of b, in float32."""
+  return lax.dot_general(a, b, (((contract,), (1,)), ((0,), (0,))),
+                         preferred_element_type=jnp.float32).astype(a.dtype)
+
+
+def _winograd_output(m: jax.Array, batch: int, tiles, out_size) -> jax.Array:
+  """A^T m A for every tile, interleaved into [B, *out_size, C]."""
+  c = m.shape[-1]
+  m = m.reshape(4, 4, batch, *tiles, c)
+  m = [[_combine(WINOGRAD_AT[p], [m[i][j] for i in range(4)]) for j in range(4)]
+       for p in range(2)]
+  y = jnp.stack([jnp.stack([_combine(WINOGRAD_AT[q], m[p]) for q in range(2)], axis=3)
+                 for p in range(2)], axis=2)  # [B, tile rows, 2, tile cols, 2, C]
+  y = y.reshape(batch, 2 * tiles[0], 2 * tiles[1], c)
+  return y[:, :out_size[0], :out_size[1]]
+
+
+def _winograd_output_transpose(dy: jax.Array, tiles) -> jax.Array:
+  """The adjoint of `_winograd_output`: [B, *out_size, C] -> [16, B * tiles, C]."""
+  b, rows, cols, c = dy.shape
+  dy = jnp.pad(dy, ((0, 0), (0, 2 * tiles[0] - rows), (0, 2 * tiles[1] - cols), (0, 0)))
+  dy = dy.reshape(b, tiles[0], 2, tiles[1], 2, c)
+  dy = [[dy[:, :, p, :, q] for q in range(2)] for p in range(2)]
+  at = np.array(WINOGRAD_AT).T  # [4, 2]
+  dm = [[_combine(at[j], dy[p]) for j in range(4)] for p in range(2)]
+  return jnp.stack([_combine(at[i], [dm[p][j] for p in range(2)])
+                    for i in range(4) for j in range(4)]).reshape(16, -1, c)
+
+
+@jax.custom_vjp
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-1 'VALID' 3x3 convolution (NHWC, HWIO) by Winograd's F(2x2, 3x3).
+
+  Every 2x2 block of outputs costs 16 multiply-adds per (input, output) channel pair
+  instead of 36: the 16 transformed positions of the tiles are 16 independent
+  [tiles, C_in] x [C_in, C_out] matmuls (one batched dot_general), 2.25 times fewer
+  FLOPs than im2col, and the transformed input is 4 times the input's size where
+  im2col's patches are 9 times. The transforms are sums and differences, which XLA
+  fuses with the tile gather. Rounding differs from a direct convolution by a few
+  float32 ulps of the products (tests/test_layers_fast.py bounds it).
+
+  The gradient is Winograd again: the input gradient is the 'full' convolution of the
+  output gradient with the flipped kernel (another F(2x2, 3x3)), and the kernel
+  gradient is the transformed inputs contracted with the transformed output gradient.
+  """
+  return _winograd_fwd(x, kernel)[0]
+
+
+def _winograd_fwd(x, kernel):
+  out_size = (x.shape[1] - 2, x.shape[2] - 2)
+  x, tiles = _winograd_tiles(x)
+  v = _winograd_input(x, tiles)
+  m = _batched_matmul(v, _winograd_kernel(kernel.astype(x.dtype)), 2)
+  return _winograd_output(m, x.shape[0], tiles, out_size), (v, kernel)
+
+
+def _winograd_bwd(residuals, dy):
+  v, kernel = residuals
+  tiles = (-(-dy.shape[1] // 2), -(-dy.shape[2] // 2))
+  du = _batched_matmul(v, _winograd_output_transpose(dy, tiles), 1)  # [16, C_in, C_out]
+  g = jnp.asarray(WINOGRAD_G, du.dtype)
+  dkernel = jnp.einsum("ai,abcd,bj->ijcd", g, du.reshape(4, 4, *du.shape[1:]), g,
+                       precision=lax.Precision.HIGHEST)
+  flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(dy.dtype)
+  dx = winograd_conv3x3(jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0))), flipped)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+winograd_conv3x3.defvjp(_winograd_fwd, _winograd_bwd)
+
+
+def _prepare_kernel(kernel: jax.Array, demod: bool, dtype) -> jax.Array:
+  # Demodulate in float32 (params' dtype), then cast: once per call, fused by XLA
+  # with the cast; the activations never see a separate normalisation pass.
+  return (demodulate(kernel) if demod else kernel).astype(dtype)
+
+
 class Conv(nn.Module):
   """2D convolution (NHWC, HWIO kernel), demodulated when `demodulate` is set.
 
@@ -45,6 +358,7 @@ class Conv(nn.Module):
     padding: symmetric zero padding in pixels (0 = 'VALID').
     demodulate: apply Eq. 6 to the kernel before convolving.
     use_bias: add a learned bias after the convolution.
+    conv_impl: 'xla', 'im2col' or 'auto' (see the module docstring); same params.
   """
 
   features: int
@@ -53,17 +367,25 @@ class Conv(nn.Module):
   padding: int = 0
   demodulate: bool = False
   use_bias: bool = True
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", KERNEL_INIT, (k, k, x.shape[-1], self.features))
-    if self.demodulate:
-      kernel = demodulate(kernel)
-    pad = [(self.padding, self.padding)] * 2
-    y = lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), (self.strides,) * 2, pad,
-        dimension_numbers=DIMENSION_NUMBERS)
+    kernel = _prepare_kernel(kernel, self.demodulate, x.dtype)
+    impl = resolve_conv_impl(self.conv_impl)
+    if impl == "winograd" and k == 3 and self.strides == 1:
+      if self.padding:
+        x = jnp.pad(x, ((0, 0),) + ((self.padding, self.padding),) * 2 + ((0, 0),))
+      y = winograd_conv3x3(x, kernel)
+    elif impl in ("im2col", "winograd"):
+      y = im2col_conv(x, kernel, self.strides, self.padding)
+    else:
+      pad = [(self.padding, self.padding)] * 2
+      y = lax.conv_general_dilated(
+          x, kernel, (self.strides,) * 2, pad, dimension_numbers=DIMENSION_NUMBERS,
+          preferred_element_type=jnp.float32).astype(x.dtype)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
     return y
@@ -80,21 +402,28 @@ class ConvTranspose(nn.Module):
   kernel_size: int = 3
   strides: int = 2
   demodulate: bool = False
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", KERNEL_INIT, (k, k, x.shape[-1], self.features))
-    if self.demodulate:
-      kernel = demodulate(kernel)
-    y = lax.conv_transpose(
-        x, kernel.astype(x.dtype), (self.strides,) * 2, "SAME",
-        dimension_numbers=DIMENSION_NUMBERS)
+    kernel = _prepare_kernel(kernel, self.demodulate, x.dtype)
+    if resolve_conv_impl(self.conv_impl) in ("im2col", "winograd"):
+      y = im2col_conv_transpose(x, kernel, self.strides)
+    else:
+      y = lax.conv_transpose(
+          x, kernel, (self.strides,) * 2, "SAME", dimension_numbers=DIMENSION_NUMBERS,
+          preferred_element_type=jnp.float32).astype(x.dtype)
     return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
 
 
 def instance_norm(x: jax.Array, epsilon: float = 1e-5) -> jax.Array:
-  """Per-image, per-channel normalisation without affine parameters (CycleGAN's)."""
-  mean = jnp.mean(x, axis=(1, 2), keepdims=True)
-  var = jnp.var(x, axis=(1, 2), keepdims=True)
-  return (x - mean) * lax.rsqrt(var + epsilon)
+  """Per-image, per-channel normalisation without affine parameters (CycleGAN's).
+
+  Statistics are computed in float32 whatever the activations' dtype.
+  """
+  h = x.astype(jnp.float32)
+  mean = jnp.mean(h, axis=(1, 2), keepdims=True)
+  var = jnp.var(h, axis=(1, 2), keepdims=True)
+  return ((h - mean) * lax.rsqrt(var + epsilon)).astype(x.dtype)
