@@ -1,11 +1,13 @@
 """Generator inference and the full train step: JAX against PyTorch, in one process.
 
-    python benchmarks/models.py                      # everything, paper sizes (~5 min on 2 cores)
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/models.py   # ~8 min, 2 cores
+    python benchmarks/models.py                      # the same without huge pages
     python benchmarks/models.py --only generator --gen-batch-sizes 64,256
     python benchmarks/models.py --only train --train-batch-sizes 32
     python benchmarks/models.py --conv-impl xla      # XLA's native convolutions
     python benchmarks/models.py --check              # the frameworks compute the same thing
     python benchmarks/models.py --only bf16          # bfloat16 generator vs float32
+    python benchmarks/models.py --only bf16 --workdir runs/demo   # ... a trained one
     XLA_FLAGS=--xla_cpu_... python benchmarks/models.py   # try XLA:CPU flags
 
 Paper sizes: generator with 64 features and 6 residual blocks, PatchGAN with 64
@@ -15,6 +17,12 @@ state donated, as train_and_evaluate runs it); the PyTorch side is
 benchmarks/torch_reference.py (eager, channels-last, oneDNN). Inputs are random
 patches already in memory: the data pipeline is timed on its own by
 benchmarks/loader.py.
+
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 makes glibc's malloc back large blocks with
+transparent huge pages. Without it, a JAX train step at batch 64 page-faults in its
+fresh temporaries again every step (~670k minor faults, 16% of the step in the kernel;
+6% with it). PyTorch in the same process gets the same setting. It must be set before
+the process starts.
 
 Timing: after `--warmup` untimed calls, the two frameworks alternate, one timed sample
 each, `--repeats` times; a sample runs enough calls to last `--min-time` seconds. The
@@ -53,6 +61,8 @@ def parse_args(argv=None):
   parser.add_argument("--check", action="store_true", help="same as --only check")
   parser.add_argument("--conv-impl", default="auto",
                       choices=("auto", "xla", "im2col", "winograd"))
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="JAX activations' dtype (model.dtype); PyTorch stays float32")
   parser.add_argument("--features", type=int, default=64)
   parser.add_argument("--blocks", type=int, default=6)
   parser.add_argument("--disc-features", type=int, default=64)
@@ -66,6 +76,7 @@ def parse_args(argv=None):
                       help="seconds per timed sample (calls are repeated to fill it)")
   parser.add_argument("--no-torch", dest="torch", action="store_false")
   parser.add_argument("--bf16-batch", type=int, default=64)
+  parser.add_argument("--workdir", help="--only bf16: use this training run's G_X and data")
   return parser.parse_args(argv)
 
 
@@ -120,12 +131,12 @@ def random_patches(batch, patch, seed=0):
   return rng.uniform(-1, 1, (batch, patch, patch, 1)).astype(np.float32)
 
 
-def model_config(args, conv_impl=None, dtype="float32"):
+def model_config(args, conv_impl=None, dtype=None):
   config = mri.get_config()
   config.model.features, config.model.num_blocks = args.features, args.blocks
   config.model.disc_features = args.disc_features
   config.model.conv_impl = conv_impl or args.conv_impl
-  config.model.dtype = dtype
+  config.model.dtype = dtype or args.dtype
   config.data.patch_size = args.patch
   return config
 
@@ -154,7 +165,7 @@ def matmul_peak(args, n=2048) -> dict:
 def generator_rows(args, peak: float | None):
   config = model_config(args)
   generator, _ = train.create_models(config.model)
-  reference, _ = train.create_models(model_config(args, "xla").model)
+  reference, _ = train.create_models(model_config(args, "xla", "float32").model)
   x1 = jnp.zeros((1, args.patch, args.patch, 1))
   params = jax.jit(generator.init)(train.init_key(0), x1)["params"]
   apply = jax.jit(lambda p, x: generator.apply({"params": p}, x))
@@ -194,7 +205,7 @@ def train_rows(args, peak: float | None):
   step = jax.jit(functools.partial(train.train_step, generator=generator,
                                    discriminator=discriminator, **step_kwargs),
                  donate_argnums=0)
-  reference_g, reference_d = train.create_models(model_config(args, "xla").model)
+  reference_g, reference_d = train.create_models(model_config(args, "xla", "float32").model)
   reference_step = functools.partial(train.train_step, generator=reference_g,
                                      discriminator=reference_d, **step_kwargs)
   rows = []
@@ -244,26 +255,47 @@ def print_rows(rows):
   for r in rows:
     jp, jg = r["jax"]
     tp, tg = r.get("pytorch", (float("nan"), float("nan")))
-    pct = 100 * jg / r["peak"] if r["peak"] else float("nan")
+    pct = f"{100 * jg / r['peak']:.0f}%" if r["peak"] else "-"
     print(f"{r['name']:32} {jp:14.1f} {tp:9.1f} {r.get('ratio', float('nan')):11.2f} "
-          f"{jg:11.1f} {tg:8.1f} {pct:9.0f}%")
+          f"{jg:11.1f} {tg:8.1f} {pct:>10}")
 
 
 # ------------------------------------------------------------------- bf16, checks
 
 
 def bf16_accuracy(args):
-  """Generator output in bfloat16 compute against float32, same params and patches."""
-  x = jnp.asarray(random_patches(args.bf16_batch, args.patch, 3))
+  """Generator output in bfloat16 compute against float32, same params and patches.
+
+  With --workdir, the run's trained G_X on training patches of its own data; otherwise
+  a random-init paper-sized generator on uniform random patches.
+  """
+  if args.workdir:
+    from clade_jax import inference  # pylint: disable=g-import-not-at-top
+    from clade_jax.data import patches as patches_lib  # pylint: disable=g-import-not-at-top
+    all_params, config, step = inference.load_generator(args.workdir)
+    params = all_params["G_X"]
+    config.model.conv_impl = args.conv_impl
+    _, source = train.build_data(config)
+    x = jnp.asarray(patches_lib.make_dataset(source, args.bf16_batch, seed=1)[0]["x"])
+    what = (f"trained G_X of {args.workdir} (step {step}), {args.bf16_batch} training "
+            f"patches")
+  else:
+    config = model_config(args)
+    x = jnp.asarray(random_patches(args.bf16_batch, args.patch, 3))
+    params = None
+    what = f"random-init generator, {args.bf16_batch} uniform random patches"
   out = {}
   for dtype in ("float32", "bfloat16"):
-    generator, _ = train.create_models(model_config(args, dtype=dtype).model)
-    params = jax.jit(generator.init)(train.init_key(0), x[:1])["params"]
+    config.model.dtype = dtype
+    generator, _ = train.create_models(config.model)
+    if params is None:
+      params = jax.jit(generator.init)(train.init_key(0), x[:1])["params"]
     out[dtype] = np.asarray(jax.jit(generator.apply)({"params": params}, x))
   diff = np.abs(out["bfloat16"] - out["float32"])
-  print(f"bfloat16 vs float32 generator output ({args.bf16_batch} random patches, "
-        f"random-init params, outputs in [-1, 1]): max |diff| {diff.max():.2e}, "
-        f"mean |diff| {diff.mean():.2e}, output std {out['float32'].std():.3f}")
+  print(f"bfloat16 vs float32 generator output ({what}; conv_impl="
+        f"{config.model.get('conv_impl', 'auto')}; outputs in [-1, 1]): max |diff| "
+        f"{diff.max():.2e}, mean |diff| {diff.mean():.2e}; float32 output std "
+        f"{out['float32'].std():.3f}")
 
 
 def check(args):
@@ -284,11 +316,13 @@ def check(args):
   model = ref.channels_last(model)
   x, y = ref.from_nhwc(batch["x"]), ref.from_nhwc(batch["y"])
   generator, discriminator = train.create_models(config.model)
-  fake_y = generator.apply({"params": params["G_X"]}, batch["x"])
+  fake_y = jax.jit(generator.apply)({"params": params["G_X"]}, batch["x"])
   with torch.no_grad():
     torch_fake_y = model.G_X(x).permute(0, 2, 3, 1).numpy()
     torch_total = float(model.losses(x, y))
-  total, _ = train.compute_losses(params, batch, generator, discriminator, config.loss)
+  total, _ = jax.jit(functools.partial(
+      train.compute_losses, generator=generator, discriminator=discriminator,
+      loss_config=config.loss))(params, batch)
   print(f"generator output: max |JAX - PyTorch| {np.abs(fake_y - torch_fake_y).max():.2e} "
         f"(outputs up to {np.abs(torch_fake_y).max():.2f})")
   print(f"total loss: JAX {float(total):.6f}, PyTorch {torch_total:.6f}, "
@@ -307,8 +341,8 @@ def main(argv=None):
           f"oneDNN {torch.backends.mkldnn.is_available()}")
   print(f"model: generator features={args.features} blocks={args.blocks}, discriminator "
         f"features={args.disc_features}; {args.patch}x{args.patch} patches; JAX conv_impl="
-        f"{args.conv_impl}; median of {args.repeats} samples of >= {args.min_time} s after "
-        f"{args.warmup} warm-up calls\n")
+        f"{args.conv_impl}, dtype={args.dtype}; median of {args.repeats} samples of >= "
+        f"{args.min_time} s after {args.warmup} warm-up calls\n")
   if only == "check":
     check(args)
     return

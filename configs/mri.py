@@ -46,7 +46,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_blocks = 6
   config.model.disc_features = 64
   config.model.disc_layers = 3
-  config.model.conv_impl = "auto"  # 'auto' (im2col on CPU, XLA's convs elsewhere), 'xla', 'im2col'.
+  # 'auto' (winograd on CPU, XLA's convolutions elsewhere), 'xla', 'im2col', 'winograd'.
+  config.model.conv_impl = "auto"
   config.model.dtype = "float32"  # Activations' dtype; 'bfloat16' on GPU/TPU. Params stay float32.
 
   config.loss = ml_collections.ConfigDict()

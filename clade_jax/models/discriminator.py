@@ -21,7 +21,8 @@ class PatchDiscriminator(nn.Module):
   Attributes:
     features: channels of the first layer (ndf; 64 in CycleGAN).
     num_layers: stride-2 layers (3 gives the 70x70 PatchGAN; a 32x32 patch gives 2x2).
-    conv_impl: convolution formulation, 'xla', 'im2col' or 'auto' (models/layers.py).
+    conv_impl: convolution formulation, 'xla', 'im2col', 'winograd' or 'auto'
+      (models/layers.py); all give the same function and the same params.
     dtype: compute dtype of the activations; params and the logits stay float32.
   """
 

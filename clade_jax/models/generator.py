@@ -43,8 +43,8 @@ class ResnetGenerator(nn.Module):
     num_blocks: residual blocks (6 in the paper).
     norm: 'demod' (CLADE) or 'instance' (conventional CycleGAN).
     out_channels: output channels; default the input's.
-    conv_impl: convolution formulation, 'xla', 'im2col' or 'auto' (models/layers.py);
-      all give the same function and the same params.
+    conv_impl: convolution formulation, 'xla', 'im2col', 'winograd' or 'auto'
+      (models/layers.py); all give the same function and the same params.
     dtype: compute dtype of the activations, e.g. 'bfloat16' on accelerators. Params
       stay float32; the output is float32 whatever this is.
   """

@@ -3,19 +3,25 @@
 All networks go through `Conv` / `ConvTranspose` here, so the convolution formulation
 and the demodulation live in one place.
 
-Two formulations compute the same function (tests/test_layers_fast.py holds them to
-1e-4 relative error of each other):
+Three formulations (`conv_impl`) compute the same function with the same params
+(tests/test_layers_fast.py holds values and gradients to 1e-4 relative error of
+`lax.conv`):
 
 - 'xla': `lax.conv_general_dilated` / `lax.conv_transpose`. On GPU and TPU these become
   cuDNN / MXU convolutions and are the right choice.
 - 'im2col': the k x k input windows are gathered with strided slices into one
-  [B, H', W', k*k*C_in] array (im2col) and contracted with the [k*k*C_in, C_out] kernel
-  in a single `dot_general`. XLA:CPU compiles convolutions, and above all their
-  gradients, to slow generic loops, while its matmuls are fast (oneDNN/Eigen GEMMs);
-  on a CPU this is several times faster, forward and backward
-  (benchmarks/RESULTS.md). The backward pass is again two matmuls plus slice-adds.
+  [B, H', W', k*k*C_in] array and contracted with the [k*k*C_in, C_out] kernel in a
+  single `dot_general`, which XLA:CPU hands to its GEMM library (YNNPACK). Transposed
+  convolutions are one such matmul per output phase (no multiplications by the
+  inserted zeros), layers with one or two output channels contract channels first.
+  The gather's gradient is written by hand (`col2im`).
+- 'winograd': 'im2col', except that the stride-1 3x3 convolutions (the residual
+  blocks: 85% of the generator's FLOPs) use Winograd's F(2x2, 3x3), 2.25 times fewer
+  multiplications, with a Winograd backward pass too.
 
-'auto' picks 'im2col' on a CPU backend and 'xla' elsewhere.
+XLA:CPU's own convolutions, and above all their gradients, are several times slower
+than these matmul formulations on a CPU (benchmarks/RESULTS.md), so 'auto' means
+'winograd' on a CPU backend and 'xla' on any other.
 
 Mixed precision: params are always created in float32. Layers compute in the dtype of
 their input (cast the network input to bfloat16 to run in bfloat16); matmuls and
@@ -62,11 +68,11 @@ def reflect_pad(x: jax.Array, pad: int) -> jax.Array:
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
-  """'xla' or 'im2col' for `conv_impl`; 'auto' means im2col on CPU, xla elsewhere."""
+  """The formulation `conv_impl` names; 'auto' is 'winograd' on CPU, 'xla' elsewhere."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv_impl {conv_impl!r}; use one of {CONV_IMPLS}")
   if conv_impl == "auto":
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return "winograd" if jax.default_backend() == "cpu" else "xla"
   return conv_impl
 
 
@@ -108,8 +114,9 @@ class Windows(NamedTuple):
   def place(self, g: jax.Array) -> list[jax.Array]:
     """For each tap t, `g` [B, *out_size, C] put where `view(., t)` reads, zeros elsewhere.
 
-    The transpose of `view`. Built as one zero-dilating pad of `g` and one slice per tap,
-    so XLA emits a single fused loop for the taps' sum or concatenation.
+    The transpose of `view`. Built as one zero-dilating pad of `g` and one slice of it
+    per tap: XLA then fuses the taps' sum (or concatenation) into one loop, where a
+    separate pad per tap would be materialised tap by tap.
     """
     s = self.stride
     low = [max(i for i, _ in self.offsets), max(j for _, j in self.offsets)]
@@ -237,11 +244,19 @@ WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0
 WINOGRAD_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
 
 
-def _combine(coefficients, arrays):
-  """sum_k coefficients[k] * arrays[k], skipping zeros: adds and subtractions only."""
-  terms = [a if c == 1 else -a if c == -1 else c * a
-           for c, a in zip(coefficients, arrays) if c]
-  return functools.reduce(jnp.add, terms)
+def _sandwich(left, right, blocks) -> list[list[jax.Array]]:
+  """L X R^T for a grid X of arrays: out[a][b] = sum_ij left[a][i] right[b][j] X[i][j].
+
+  Every output is written as its own sum of the (few non-zero) terms, with no shared
+  partial sums: XLA then fuses each output, with the slices feeding it, into one loop
+  instead of materialising the intermediate L X.
+  """
+  def entry(a, b):
+    terms = [(left[a][i] * right[b][j], x) for i, row in enumerate(blocks)
+             for j, x in enumerate(row) if left[a][i] * right[b][j]]
+    return functools.reduce(jnp.add, [x if c == 1 else -x if c == -1 else c * x
+                                      for c, x in terms])
+  return [[entry(a, b) for b in range(len(right))] for a in range(len(left))]
 
 
 def _winograd_tiles(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
@@ -255,19 +270,28 @@ def _winograd_input(x: jax.Array, tiles: tuple[int, int]) -> jax.Array:
   """B^T d B for every overlapping 4x4 input tile d: [16, B * tiles, C]."""
   c = x.shape[-1]
   windows = Windows(x.shape[1:3], tuple((i, j) for i in range(4) for j in range(4)), tiles, 2)
-  d = im2col(x, windows)  # XLA folds the slices below into the gather: one fused loop.
-  d = [[d[..., (4 * i + j) * c:(4 * i + j + 1) * c] for j in range(4)] for i in range(4)]
-  d = [[_combine(WINOGRAD_BT[u], [d[i][j] for i in range(4)]) for j in range(4)]
-       for u in range(4)]
-  return jnp.stack([_combine(WINOGRAD_BT[w], d[u]) for u in range(4) for w in range(4)]
-                   ).reshape(16, -1, c)
+  # Strided views of x, not an im2col array: winograd_conv3x3 has its own gradient.
+  d = [[windows.view(x, 4 * i + j) for j in range(4)] for i in range(4)]
+  v = _sandwich(WINOGRAD_BT, WINOGRAD_BT, d)
+  return jnp.stack([v[a][b] for a in range(4) for b in range(4)]).reshape(16, -1, c)
 
 
 def _winograd_kernel(kernel: jax.Array) -> jax.Array:
-  """G g G^T: [3, 3, C_in, C_out] -> [16, C_in, C_out]."""
-  g = jnp.asarray(WINOGRAD_G, kernel.dtype)
-  u = jnp.einsum("ai,ijcd,bj->abcd", g, kernel, g, precision=lax.Precision.HIGHEST)
-  return u.reshape(16, *kernel.shape[2:])
+  """G g G^T: [3, 3, C_in, C_out] -> [16, C_in, C_out].
+
+  Written as scaled sums of the 9 taps rather than an einsum: XLA would make the
+  einsum two matmuls with 3-long contractions, which cost more than the convolution's
+  own matmul at the generator's sizes.
+  """
+  u = _sandwich(WINOGRAD_G, WINOGRAD_G, [[kernel[i, j] for j in range(3)] for i in range(3)])
+  return jnp.stack([u[a][b] for a in range(4) for b in range(4)])
+
+
+def _winograd_kernel_transpose(du: jax.Array) -> jax.Array:
+  """The adjoint of `_winograd_kernel`: G^T du G, [16, C_in, C_out] -> [3, 3, C_in, C_out]."""
+  gt = np.array(WINOGRAD_G).T  # [3, 4]
+  g = _sandwich(gt, gt, [[du[4 * a + b] for b in range(4)] for a in range(4)])
+  return jnp.stack([jnp.stack(row) for row in g])
 
 
 def _batched_matmul(a: jax.Array, b: jax.Array, contract: int) -> jax.Array:
@@ -280,10 +304,8 @@ def _winograd_output(m: jax.Array, batch: int, tiles, out_size) -> jax.Array:
   """A^T m A for every tile, interleaved into [B, *out_size, C]."""
   c = m.shape[-1]
   m = m.reshape(4, 4, batch, *tiles, c)
-  m = [[_combine(WINOGRAD_AT[p], [m[i][j] for i in range(4)]) for j in range(4)]
-       for p in range(2)]
-  y = jnp.stack([jnp.stack([_combine(WINOGRAD_AT[q], m[p]) for q in range(2)], axis=3)
-                 for p in range(2)], axis=2)  # [B, tile rows, 2, tile cols, 2, C]
+  y = _sandwich(WINOGRAD_AT, WINOGRAD_AT, [[m[i, j] for j in range(4)] for i in range(4)])
+  y = jnp.stack([jnp.stack(row, axis=3) for row in y], axis=2)  # [B, rows, 2, cols, 2, C]
   y = y.reshape(batch, 2 * tiles[0], 2 * tiles[1], c)
   return y[:, :out_size[0], :out_size[1]]
 
@@ -293,11 +315,9 @@ def _winograd_output_transpose(dy: jax.Array, tiles) -> jax.Array:
   b, rows, cols, c = dy.shape
   dy = jnp.pad(dy, ((0, 0), (0, 2 * tiles[0] - rows), (0, 2 * tiles[1] - cols), (0, 0)))
   dy = dy.reshape(b, tiles[0], 2, tiles[1], 2, c)
-  dy = [[dy[:, :, p, :, q] for q in range(2)] for p in range(2)]
-  at = np.array(WINOGRAD_AT).T  # [4, 2]
-  dm = [[_combine(at[j], dy[p]) for j in range(4)] for p in range(2)]
-  return jnp.stack([_combine(at[i], [dm[p][j] for p in range(2)])
-                    for i in range(4) for j in range(4)]).reshape(16, -1, c)
+  a = np.array(WINOGRAD_AT).T  # [4, 2]
+  dm = _sandwich(a, a, [[dy[:, :, p, :, q] for q in range(2)] for p in range(2)])
+  return jnp.stack([dm[i][j] for i in range(4) for j in range(4)]).reshape(16, -1, c)
 
 
 @jax.custom_vjp
@@ -331,9 +351,7 @@ def _winograd_bwd(residuals, dy):
   v, kernel = residuals
   tiles = (-(-dy.shape[1] // 2), -(-dy.shape[2] // 2))
   du = _batched_matmul(v, _winograd_output_transpose(dy, tiles), 1)  # [16, C_in, C_out]
-  g = jnp.asarray(WINOGRAD_G, du.dtype)
-  dkernel = jnp.einsum("ai,abcd,bj->ijcd", g, du.reshape(4, 4, *du.shape[1:]), g,
-                       precision=lax.Precision.HIGHEST)
+  dkernel = _winograd_kernel_transpose(du)
   flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(dy.dtype)
   dx = winograd_conv3x3(jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0))), flipped)
   return dx, dkernel.astype(kernel.dtype)
@@ -358,7 +376,8 @@ class Conv(nn.Module):
     padding: symmetric zero padding in pixels (0 = 'VALID').
     demodulate: apply Eq. 6 to the kernel before convolving.
     use_bias: add a learned bias after the convolution.
-    conv_impl: 'xla', 'im2col' or 'auto' (see the module docstring); same params.
+    conv_impl: 'xla', 'im2col', 'winograd' or 'auto' (see the module docstring); same
+      params.
   """
 
   features: int
