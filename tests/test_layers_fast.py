@@ -92,10 +92,34 @@ def test_conv_transpose_matches_lax_conv_transpose(kernel_size, demodulate):
       assert_close(got, want)
 
 
-@pytest.mark.parametrize("shape", [(1, 9, 12, 2), (1, 5, 4, 3)])
-def test_winograd_handles_odd_and_tiny_outputs(shape):
+@pytest.mark.parametrize("transform", [layers.WINOGRAD_F2, layers.WINOGRAD_F4],
+                         ids=["F2", "F4"])
+def test_winograd_transforms_are_exact_in_one_dimension(transform):
+  # A^T [(G g) * (B^T d)] = the correlation of d with g, in float64: the constants are right.
+  bt, g, at = (np.array(m, np.float64) for m in transform)
+  rng = np.random.default_rng(0)
+  d, w = rng.normal(size=len(bt)), rng.normal(size=3)
+  np.testing.assert_allclose(at @ ((g @ w) * (bt @ d)), np.correlate(d, w, "valid"),
+                             rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("transform", [layers.WINOGRAD_F2, layers.WINOGRAD_F4],
+                         ids=["F2", "F4"])
+@pytest.mark.parametrize("shape", [(1, 9, 12, 2), (1, 5, 4, 3), (2, 10, 10, 16), (1, 13, 7, 4)])
+def test_winograd_handles_odd_and_tiny_outputs(transform, shape):
   x = jax.random.normal(jax.random.key(6), shape)
   kernel = jax.random.normal(jax.random.key(7), (3, 3, shape[-1], 5))
+  expected = values_and_grads(lambda x, k: reference_conv(x, k, 1, 0), x, kernel)
+  winograd = lambda x, k: layers.winograd_conv3x3(x, k, transform)
+  for got, want in zip(values_and_grads(winograd, x, kernel), expected):
+    assert_close(got, want)
+
+
+def test_winograd_f4_error_at_the_residual_blocks_size():
+  # The generator's residual blocks: 256 channels on 8x8 maps. Rounding grows with the
+  # contraction length; F(4x4, 3x3) stays within 1e-4 of the largest value there too.
+  x = jax.random.normal(jax.random.key(14), (2, 10, 10, 256))
+  kernel = 0.02 * jax.random.normal(jax.random.key(15), (3, 3, 256, 256))
   expected = values_and_grads(lambda x, k: reference_conv(x, k, 1, 0), x, kernel)
   for got, want in zip(values_and_grads(layers.winograd_conv3x3, x, kernel), expected):
     assert_close(got, want)

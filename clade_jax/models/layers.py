@@ -16,8 +16,8 @@ Three formulations (`conv_impl`) compute the same function with the same params
   inserted zeros), layers with one or two output channels contract channels first.
   The gather's gradient is written by hand (`col2im`).
 - 'winograd': 'im2col', except that the stride-1 3x3 convolutions (the residual
-  blocks: 85% of the generator's FLOPs) use Winograd's F(2x2, 3x3), 2.25 times fewer
-  multiplications, with a Winograd backward pass too.
+  blocks: 85% of the generator's FLOPs) use Winograd's F(4x4, 3x3), 4 times fewer
+  multiplications, with a Winograd backward pass too (`winograd_conv3x3`).
 
 XLA:CPU's own convolutions, and above all their gradients, are several times slower
 than these matmul formulations on a CPU (benchmarks/RESULTS.md), so 'auto' means
@@ -236,12 +236,48 @@ def im2col_conv_transpose(x: jax.Array, kernel: jax.Array, stride: int) -> jax.A
   return y.reshape(b, h * stride, w * stride, c_out)
 
 
-# Winograd F(2x2, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-# Networks", 2016): each 2x2 output tile is A^T [(G g G^T) * (B^T d B)] A, with d the
-# 4x4 input tile and g the 3x3 kernel.
-WINOGRAD_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
-WINOGRAD_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-WINOGRAD_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+class Winograd(NamedTuple):
+  """Winograd's minimal filtering F(m x m, 3 x 3) (Lavin & Gray, "Fast Algorithms for
+  Convolutional Neural Networks", 2016).
+
+  Each m x m output tile is A^T [(G g G^T) * (B^T d B)] A, with d the (m + 2)^2 input
+  tile (tiles overlap by 2) and g the 3x3 kernel: (m + 2)^2 multiplications per tile
+  and (input, output) channel pair instead of 9 m^2.
+
+  Attributes:
+    bt: B^T, [m + 2, m + 2].
+    g: G, [m + 2, 3].
+    at: A^T, [m, m + 2].
+  """
+
+  bt: tuple[tuple[float, ...], ...]
+  g: tuple[tuple[float, ...], ...]
+  at: tuple[tuple[float, ...], ...]
+
+  @property
+  def tile(self) -> int:
+    """m: output pixels per tile side."""
+    return len(self.at)
+
+
+# Points 0, +-1 and infinity: 2.25 times fewer multiplications than a direct
+# convolution, rounding within a few ulps of it.
+WINOGRAD_F2 = Winograd(
+    bt=((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+    g=((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+    at=((1, 1, 1, 0), (0, 1, -1, -1)))
+# Points 0, +-1, +-2 and infinity: 4 times fewer multiplications; rounding error about
+# 1e-5 of the output's scale in float32 (what cuDNN and NNPACK use for 3x3 layers).
+WINOGRAD_F4 = Winograd(
+    bt=((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+        (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1)),
+    g=((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+       (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1)),
+    at=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)))
+
+
+def _transposed(matrix) -> tuple[tuple[float, ...], ...]:
+  return tuple(zip(*matrix))
 
 
 def _sandwich(left, right, blocks) -> list[list[jax.Array]]:
@@ -259,102 +295,124 @@ def _sandwich(left, right, blocks) -> list[list[jax.Array]]:
   return [[entry(a, b) for b in range(len(right))] for a in range(len(left))]
 
 
-def _winograd_tiles(x: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
-  """x zero-padded at the bottom/right to whole 2x2 output tiles, and the tile grid."""
-  rows, cols = x.shape[1] - 2, x.shape[2] - 2
-  tiles = (-(-rows // 2), -(-cols // 2))
-  return jnp.pad(x, ((0, 0), (0, 2 * tiles[0] - rows), (0, 2 * tiles[1] - cols), (0, 0))), tiles
-
-
-def _winograd_input(x: jax.Array, tiles: tuple[int, int]) -> jax.Array:
-  """B^T d B for every overlapping 4x4 input tile d: [16, B * tiles, C]."""
-  c = x.shape[-1]
-  windows = Windows(x.shape[1:3], tuple((i, j) for i in range(4) for j in range(4)), tiles, 2)
-  # Strided views of x, not an im2col array: winograd_conv3x3 has its own gradient.
-  d = [[windows.view(x, 4 * i + j) for j in range(4)] for i in range(4)]
-  v = _sandwich(WINOGRAD_BT, WINOGRAD_BT, d)
-  return jnp.stack([v[a][b] for a in range(4) for b in range(4)]).reshape(16, -1, c)
-
-
-def _winograd_kernel(kernel: jax.Array) -> jax.Array:
-  """G g G^T: [3, 3, C_in, C_out] -> [16, C_in, C_out].
-
-  Written as scaled sums of the 9 taps rather than an einsum: XLA would make the
-  einsum two matmuls with 3-long contractions, which cost more than the convolution's
-  own matmul at the generator's sizes.
-  """
-  u = _sandwich(WINOGRAD_G, WINOGRAD_G, [[kernel[i, j] for j in range(3)] for i in range(3)])
-  return jnp.stack([u[a][b] for a in range(4) for b in range(4)])
-
-
-def _winograd_kernel_transpose(du: jax.Array) -> jax.Array:
-  """The adjoint of `_winograd_kernel`: G^T du G, [16, C_in, C_out] -> [3, 3, C_in, C_out]."""
-  gt = np.array(WINOGRAD_G).T  # [3, 4]
-  g = _sandwich(gt, gt, [[du[4 * a + b] for b in range(4)] for a in range(4)])
-  return jnp.stack([jnp.stack(row) for row in g])
-
-
-def _batched_matmul(a: jax.Array, b: jax.Array, contract: int) -> jax.Array:
-  """[16, ...] x [16, ...] contracting axis `contract` of a with axis 1 of b, in float32."""
-  return lax.dot_general(a, b, (((contract,), (1,)), ((0,), (0,))),
+def _matmul(a: jax.Array, b: jax.Array, a_axes, b_axes) -> jax.Array:
+  """Contracts `a_axes` of a with `b_axes` of b in float32; returns a's dtype."""
+  return lax.dot_general(a, b, ((a_axes, b_axes), ((), ())),
                          preferred_element_type=jnp.float32).astype(a.dtype)
 
 
-def _winograd_output(m: jax.Array, batch: int, tiles, out_size) -> jax.Array:
-  """A^T m A for every tile, interleaved into [B, *out_size, C]."""
-  c = m.shape[-1]
-  m = m.reshape(4, 4, batch, *tiles, c)
-  y = _sandwich(WINOGRAD_AT, WINOGRAD_AT, [[m[i, j] for j in range(4)] for i in range(4)])
-  y = jnp.stack([jnp.stack(row, axis=3) for row in y], axis=2)  # [B, rows, 2, cols, 2, C]
-  y = y.reshape(batch, 2 * tiles[0], 2 * tiles[1], c)
-  return y[:, :out_size[0], :out_size[1]]
+def _overlap_add(grid: list[list[jax.Array]], stride: int) -> jax.Array:
+  """The adjoint of reading n x n tiles at `stride` (n <= 2 * stride): grid[i][j]
+  [B, rows, cols, C] holds pixel (i, j) of every tile, which lands at
+  (stride * row + i, stride * col + j).
 
-
-def _winograd_output_transpose(dy: jax.Array, tiles) -> jax.Array:
-  """The adjoint of `_winograd_output`: [B, *out_size, C] -> [16, B * tiles, C]."""
-  b, rows, cols, c = dy.shape
-  dy = jnp.pad(dy, ((0, 0), (0, 2 * tiles[0] - rows), (0, 2 * tiles[1] - cols), (0, 0)))
-  dy = dy.reshape(b, tiles[0], 2, tiles[1], 2, c)
-  a = np.array(WINOGRAD_AT).T  # [4, 2]
-  dm = _sandwich(a, a, [[dy[:, :, p, :, q] for q in range(2)] for p in range(2)])
-  return jnp.stack([dm[i][j] for i in range(4) for j in range(4)]).reshape(16, -1, c)
-
-
-@jax.custom_vjp
-def winograd_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Stride-1 'VALID' 3x3 convolution (NHWC, HWIO) by Winograd's F(2x2, 3x3).
-
-  Every 2x2 block of outputs costs 16 multiply-adds per (input, output) channel pair
-  instead of 36: the 16 transformed positions of the tiles are 16 independent
-  [tiles, C_in] x [C_in, C_out] matmuls (one batched dot_general), 2.25 times fewer
-  FLOPs than im2col, and the transformed input is 4 times the input's size where
-  im2col's patches are 9 times. The transforms are sums and differences, which XLA
-  fuses with the tile gather. Rounding differs from a direct convolution by a few
-  float32 ulps of the products (tests/test_layers_fast.py bounds it).
-
-  The gradient is Winograd again: the input gradient is the 'full' convolution of the
-  output gradient with the flipped kernel (another F(2x2, 3x3)), and the kernel
-  gradient is the transformed inputs contracted with the transformed output gradient.
+  One axis at a time: pixel j < stride of a tile is added to pixel j - stride of the
+  tile before, shifted one tile along, and the stride pixels are interleaved by a
+  reshape. Each output pixel then reads two inputs; zero-dilating pads (the plain
+  transpose of strided slices) made XLA read all n^2 of them for every pixel.
   """
-  return _winograd_fwd(x, kernel)[0]
+  def along(parts, axis):  # parts: n arrays; returns them overlap-added along `axis`.
+    def pad_tile(a, before):
+      config = [(0, 0)] * 4
+      config[axis] = (1, 0) if before else (0, 1)
+      return jnp.pad(a, config)
+    n = len(parts)
+    merged = [pad_tile(parts[j], False) + pad_tile(parts[j + stride], True)
+              if j + stride < n else pad_tile(parts[j], False) for j in range(stride)]
+    y = jnp.stack(merged, axis=axis + 1)  # [..., tiles + 1, stride, ...]
+    shape = list(parts[0].shape)
+    shape[axis] = (shape[axis] + 1) * stride
+    return y.reshape(shape)[(slice(None),) * axis + (slice(0, stride * (parts[0].shape[axis] - 1) + n),)]
+
+  return along([along(row, 2) for row in grid], 1)
 
 
-def _winograd_fwd(x, kernel):
+def _tile_grid(x: jax.Array, m: int) -> tuple[jax.Array, tuple[int, int]]:
+  """x zero-padded at the bottom/right to whole m x m output tiles, and the tile grid."""
+  rows, cols = x.shape[1] - 2, x.shape[2] - 2
+  tiles = (-(-rows // m), -(-cols // m))
+  return jnp.pad(x, ((0, 0), (0, m * tiles[0] - rows), (0, m * tiles[1] - cols), (0, 0))), tiles
+
+
+def _combine(matrix, stacked: jax.Array) -> jax.Array:
+  """out[p] = sum_q matrix[p][q] stacked[q], [Q, ...] -> [P, ...], as one matmul.
+
+  For the transforms whose results feed a matmul as its transposed operand. XLA fuses
+  an elementwise transform into the transposing copy and then evaluates it once per
+  output element across channels, which in a train step cost ten times the matmuls
+  themselves; a matmul's result is always materialised, and transposing it is a copy.
+  """
+  matrix = jnp.asarray(np.asarray(matrix, np.float32), stacked.dtype)
+  out = lax.dot_general(matrix, stacked.reshape(stacked.shape[0], -1), (((1,), (0,)), ((), ())),
+                        preferred_element_type=jnp.float32)
+  return out.astype(stacked.dtype).reshape(-1, *stacked.shape[1:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def winograd_conv3x3(x: jax.Array, kernel: jax.Array,
+                     transform: Winograd = WINOGRAD_F4) -> jax.Array:
+  """Stride-1 'VALID' 3x3 convolution (NHWC, HWIO) by Winograd's F(m x m, 3 x 3).
+
+  The n^2 = (m + 2)^2 transformed positions of the tiles are as many independent
+  [tiles, C_in] x [C_in, C_out] matmuls. The input transform is sums and differences
+  of strided slices that XLA fuses, one array per position: stacking them for one
+  batched matmul costs a copy of the transformed input that took longer than the
+  matmul saves. With F(4x4, 3x3) the matmuls do 4 times fewer FLOPs than im2col's and
+  the transformed input is 2.25 times the input's size where im2col's patches are 9
+  times.
+
+  The backward pass is the adjoint of the same algorithm, with the same matmul sizes:
+  the output gradient goes through A, the matmuls with the transposed transformed
+  kernel, then B and an overlap-add of the tiles; the kernel gradient is
+  G^T [M^T V] G. Its transforms are small matmuls (`_combine`).
+  """
+  return _winograd_fwd(x, kernel, transform)[0]
+
+
+def _winograd_fwd(x, kernel, transform: Winograd):
+  m, n = transform.tile, transform.tile + 2
   out_size = (x.shape[1] - 2, x.shape[2] - 2)
-  x, tiles = _winograd_tiles(x)
-  v = _winograd_input(x, tiles)
-  m = _batched_matmul(v, _winograd_kernel(kernel.astype(x.dtype)), 2)
-  return _winograd_output(m, x.shape[0], tiles, out_size), (v, kernel)
+  x, tiles = _tile_grid(x, m)
+  windows = Windows(x.shape[1:3], tuple((i, j) for i in range(n) for j in range(n)), tiles, m)
+  d = [[windows.view(x, n * i + j) for j in range(n)] for i in range(n)]
+  v = _sandwich(transform.bt, transform.bt, d)  # B^T d B, n x n of [B, *tiles, C_in]
+  c_in, c_out = kernel.shape[2:]
+  # G g G^T: [n^2, C_in, C_out].
+  u = _combine(np.kron(transform.g, transform.g), kernel.astype(x.dtype).reshape(9, c_in, c_out))
+  prod = [[_matmul(v[a][b], u[n * a + b], (3,), (0,)) for b in range(n)] for a in range(n)]
+  # The backward pass multiplies by u transposed; YNNPACK's matmul with a transposed
+  # right operand ran at half speed, so transform the transposed kernel as well.
+  u_t = _combine(np.kron(transform.g, transform.g),
+                 kernel.astype(x.dtype).swapaxes(2, 3).reshape(9, c_out, c_in))
+  y = _sandwich(transform.at, transform.at, prod)  # m x m of [B, *tiles, C_out]
+  y = jnp.stack([jnp.stack(row, axis=3) for row in y], axis=2)  # [B, tr, m, tc, m, C]
+  y = y.reshape(x.shape[0], m * tiles[0], m * tiles[1], c_out)
+  return y[:, :out_size[0], :out_size[1]], (v, u_t, kernel)
 
 
-def _winograd_bwd(residuals, dy):
-  v, kernel = residuals
-  tiles = (-(-dy.shape[1] // 2), -(-dy.shape[2] // 2))
-  du = _batched_matmul(v, _winograd_output_transpose(dy, tiles), 1)  # [16, C_in, C_out]
-  dkernel = _winograd_kernel_transpose(du)
-  flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3).astype(dy.dtype)
-  dx = winograd_conv3x3(jnp.pad(dy, ((0, 0), (2, 2), (2, 2), (0, 0))), flipped)
-  return dx, dkernel.astype(kernel.dtype)
+def _winograd_bwd(transform: Winograd, residuals, dy):
+  v, u_t, kernel = residuals
+  m, n = transform.tile, transform.tile + 2
+  b, rows, cols, c = dy.shape
+  tiles = (-(-rows // m), -(-cols // m))
+  dy = jnp.pad(dy, ((0, 0), (0, m * tiles[0] - rows), (0, m * tiles[1] - cols), (0, 0)))
+  # [m^2, B, *tiles, C]: pixel (p, q) of every output tile.
+  dy = dy.reshape(b, tiles[0], m, tiles[1], m, c).transpose(2, 4, 0, 1, 3, 5).reshape(
+      m * m, b, *tiles, c)
+  at = np.asarray(transform.at)
+  dprod = _combine(np.kron(at.T, at.T), dy)  # A dy A^T: [n^2, B, *tiles, C_out]
+  # M^T V: [C_out, C_in] (v as the right operand: its contracted axis, the tiles, is
+  # then major, as a GEMM wants it).
+  du = jnp.stack([_matmul(dprod[p], v[p // n][p % n], (0, 1, 2), (0, 1, 2))
+                  for p in range(n * n)])
+  g = np.asarray(transform.g)
+  dkernel = _combine(np.kron(g.T, g.T), du).reshape(3, 3, c, -1).swapaxes(2, 3)
+  dv = lax.dot_general(dprod, u_t, (((4,), (1,)), ((0,), (0,))),
+                       preferred_element_type=jnp.float32).astype(dy.dtype)
+  bt = np.asarray(transform.bt)
+  dd = _combine(np.kron(bt.T, bt.T), dv)  # B dv B^T: [n^2, B, *tiles, C_in]
+  dx = _overlap_add([[dd[n * i + j] for j in range(n)] for i in range(n)], m)
+  return dx[:, :rows + 2, :cols + 2], dkernel.astype(kernel.dtype)
 
 
 winograd_conv3x3.defvjp(_winograd_fwd, _winograd_bwd)
