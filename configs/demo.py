@@ -4,7 +4,7 @@
 
 The first run writes demo_data/lr/ (the 6 mm input) and demo_data/truth/ (the 1 mm
 template). A narrow model (16 base channels, 4 residual blocks) trains for 300 steps of
-batch 8: 3 minutes of training, 5 minutes with the fresh install, on 2 CPU cores
+batch 8: 2 minutes of training (2m08s measured on 2 CPU cores, 2026-11-22), about 4 with the fresh install
 (measured 2026-11-22). Expect loss/cycle to fall from about 1.3 to about 0.15 and
 loss/generator from about 9.5 to about 4, sample grids in runs/demo/samples/ and the
 held-out slice before/after in runs/demo/holdout_sr.png. It is a smoke-sized run, not a
@@ -22,6 +22,9 @@ def get_config(arg=None):
   config.model.features = 16
   config.model.num_blocks = 4
   config.model.disc_features = 16
+  # 300 steps: im2col's train step compiles in 40 s, Winograd's (the CPU default) in
+  # about 2 minutes, which only pays back after about 1500 steps (benchmarks/RESULTS.md).
+  config.model.conv_impl = "im2col"
   config.train.batch_size = 8
   config.train.num_steps = 300
   config.train.log_every = 10
