@@ -5,7 +5,8 @@
 The first run writes demo_data/lr/ (the 6 mm input) and demo_data/truth/ (the 1 mm
 template). A narrow model (16 base channels, 4 residual blocks) trains for 300 steps of
 batch 8: about 2 minutes of training on 2 CPU cores, plus the install
-(2m08s for `python train.py --config=configs/demo.py`, measured 2026-11-22). Expect loss/cycle to fall from about 1.3 to about 0.15 and
+(2m08s for `python train.py --config=configs/demo.py`, measured 2026-11-22). Expect
+loss/cycle to fall from about 1.3 to about 0.15 and
 loss/generator from about 9.5 to about 4, sample grids in runs/demo/samples/ and the
 held-out slice before/after in runs/demo/holdout_sr.png. It is a smoke-sized run, not a
 converged model (experiments/ground_truth/README.md scores it against the truth).
