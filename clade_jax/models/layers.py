@@ -276,10 +276,6 @@ WINOGRAD_F4 = Winograd(
     at=((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1)))
 
 
-def _transposed(matrix) -> tuple[tuple[float, ...], ...]:
-  return tuple(zip(*matrix))
-
-
 def _sandwich(left, right, blocks) -> list[list[jax.Array]]:
   """L X R^T for a grid X of arrays: out[a][b] = sum_ij left[a][i] right[b][j] X[i][j].
 
