@@ -318,16 +318,18 @@ def _overlap_add(grid: list[list[jax.Array]], stride: int) -> jax.Array:
     y = jnp.stack(merged, axis=axis + 1)  # [..., tiles + 1, stride, ...]
     shape = list(parts[0].shape)
     shape[axis] = (shape[axis] + 1) * stride
-    return y.reshape(shape)[(slice(None),) * axis + (slice(0, stride * (parts[0].shape[axis] - 1) + n),)]
+    size = stride * (parts[0].shape[axis] - 1) + n
+    return lax.slice_in_dim(y.reshape(shape), 0, size, axis=axis)
 
   return along([along(row, 2) for row in grid], 1)
 
 
-def _tile_grid(x: jax.Array, m: int) -> tuple[jax.Array, tuple[int, int]]:
-  """x zero-padded at the bottom/right to whole m x m output tiles, and the tile grid."""
-  rows, cols = x.shape[1] - 2, x.shape[2] - 2
+def _pad_to_tiles(a: jax.Array, m: int, halo: int) -> tuple[jax.Array, tuple[int, int]]:
+  """`a` zero-padded at the bottom/right so that its outputs (its size less `halo`) fill
+  whole m x m tiles, and the tile grid."""
+  rows, cols = a.shape[1] - halo, a.shape[2] - halo
   tiles = (-(-rows // m), -(-cols // m))
-  return jnp.pad(x, ((0, 0), (0, m * tiles[0] - rows), (0, m * tiles[1] - cols), (0, 0))), tiles
+  return jnp.pad(a, ((0, 0), (0, m * tiles[0] - rows), (0, m * tiles[1] - cols), (0, 0))), tiles
 
 
 def _combine(matrix, stacked: jax.Array) -> jax.Array:
@@ -368,18 +370,17 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array,
 def _winograd_fwd(x, kernel, transform: Winograd):
   m, n = transform.tile, transform.tile + 2
   out_size = (x.shape[1] - 2, x.shape[2] - 2)
-  x, tiles = _tile_grid(x, m)
+  x, tiles = _pad_to_tiles(x, m, halo=2)
   windows = Windows(x.shape[1:3], tuple((i, j) for i in range(n) for j in range(n)), tiles, m)
   d = [[windows.view(x, n * i + j) for j in range(n)] for i in range(n)]
   v = _sandwich(transform.bt, transform.bt, d)  # B^T d B, n x n of [B, *tiles, C_in]
   c_in, c_out = kernel.shape[2:]
-  # G g G^T: [n^2, C_in, C_out].
-  u = _combine(np.kron(transform.g, transform.g), kernel.astype(x.dtype).reshape(9, c_in, c_out))
+  taps, g_kron = kernel.astype(x.dtype).reshape(9, c_in, c_out), np.kron(transform.g, transform.g)
+  u = _combine(g_kron, taps)  # G g G^T: [n^2, C_in, C_out].
   prod = [[_matmul(v[a][b], u[n * a + b], (3,), (0,)) for b in range(n)] for a in range(n)]
   # The backward pass multiplies by u transposed; YNNPACK's matmul with a transposed
   # right operand ran at half speed, so transform the transposed kernel as well.
-  u_t = _combine(np.kron(transform.g, transform.g),
-                 kernel.astype(x.dtype).swapaxes(2, 3).reshape(9, c_out, c_in))
+  u_t = _combine(g_kron, taps.swapaxes(1, 2))
   y = _sandwich(transform.at, transform.at, prod)  # m x m of [B, *tiles, C_out]
   y = jnp.stack([jnp.stack(row, axis=3) for row in y], axis=2)  # [B, tr, m, tc, m, C]
   y = y.reshape(x.shape[0], m * tiles[0], m * tiles[1], c_out)
@@ -390,8 +391,7 @@ def _winograd_bwd(transform: Winograd, residuals, dy):
   v, u_t, kernel = residuals
   m, n = transform.tile, transform.tile + 2
   b, rows, cols, c = dy.shape
-  tiles = (-(-rows // m), -(-cols // m))
-  dy = jnp.pad(dy, ((0, 0), (0, m * tiles[0] - rows), (0, m * tiles[1] - cols), (0, 0)))
+  dy, tiles = _pad_to_tiles(dy, m, halo=0)
   # [m^2, B, *tiles, C]: pixel (p, q) of every output tile.
   dy = dy.reshape(b, tiles[0], m, tiles[1], m, c).transpose(2, 4, 0, 1, 3, 5).reshape(
       m * m, b, *tiles, c)
