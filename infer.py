@@ -1,4 +1,4 @@
-"""Super-resolve an anisotropic NIfTI volume with a trained CLADE run.
+"""Super-resolve an anisotropic NIfTI volume with a trained run of any method.
 
     python infer.py --workdir runs/mri --input scan.nii.gz --output scan_srr.nii.gz
 
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
   shape = "x".join(map(str, result.shape))
   spacing = "x".join(f"{s:g}" for s in result.spacing)
   how = "whole slices" if result.mode == "full" else f"stride {result.stride}"
-  print(f"wrote {result.output} ({shape} voxels of {spacing} mm; checkpoint step "
+  print(f"wrote {result.output} ({shape} voxels of {spacing} mm; {result.method} step "
         f"{result.step}, {how}, {result.planes} plane(s)) in {result.seconds:.1f} s")
   if result.figure:
     print(f"wrote {result.figure}")

@@ -1,4 +1,4 @@
-"""Train CLADE (or an ablation) on anisotropic NIfTI volumes.
+"""Train a super-resolution method (CLADE, its ablations, GLADE, ...) on anisotropic NIfTI volumes.
 
     python train.py --config=configs/mri.py --config.data.root=DIR --workdir=runs/mri
 
@@ -27,7 +27,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   import jax
 
-  from clade_jax import checkpointing, train
+  from clade_jax import checkpointing, methods, train
+  from clade_jax.config_validation import ConfigError
   from clade_jax.data import volume
 
   if _MULTIHOST.value:
@@ -35,7 +36,7 @@ def main(argv):
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except (volume.VolumeError, checkpointing.CheckpointError, train.TrainingDiverged,
-          train.ConfigError) as e:
+          ConfigError, methods.UnknownMethodError) as e:
     sys.exit(f"error: {e}")
 
 

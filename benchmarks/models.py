@@ -12,7 +12,7 @@
 
 Paper sizes: generator with 64 features and 6 residual blocks, PatchGAN with 64
 features and 3 layers, 32 x 32 single-channel patches. The JAX side is the project's
-own code (clade_jax.train.create_models / init_state / train_step, jitted with the
+own code (clade_jax.clade.create_models / init_state / train_step, jitted with the
 state donated, as train_and_evaluate runs it); the PyTorch side is
 benchmarks/torch_reference.py (eager, channels-last, oneDNN). Inputs are random
 patches already in memory: the data pipeline is timed on its own by
@@ -51,6 +51,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from clade_jax import train  # noqa: E402
+from clade_jax.methods import clade  # noqa: E402
+from clade_jax.models import convolution  # noqa: E402
 from configs import mri  # noqa: E402
 
 
@@ -120,7 +122,8 @@ def race(contenders: dict, *, repeats: int, warmup: int, min_time: float) -> dic
 def flops_of(fn, *args, compile=True) -> float:
   """XLA's FLOP count of fn(*args): of the optimised program, or (compile=False, for
   programs too slow to compile twice) of the lowered one, which agrees to 0.1%."""
-  lowered = jax.jit(fn).lower(*args)
+  with convolution.use("xla"):  # Counts the useful FLOPs, whatever the formulation.
+    lowered = jax.jit(fn).lower(*args)
   cost = lowered.compile().cost_analysis() if compile else lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])
@@ -164,8 +167,8 @@ def matmul_peak(args, n=2048) -> dict:
 
 def generator_rows(args, peak: float | None):
   config = model_config(args)
-  generator, _ = train.create_models(config.model)
-  reference, _ = train.create_models(model_config(args, "xla", "float32").model)
+  generator, _ = clade.create_models(config.model)
+  reference, _ = clade.create_models(model_config(args, "xla", "float32").model)
   x1 = jnp.zeros((1, args.patch, args.patch, 1))
   params = jax.jit(generator.init)(train.init_key(0), x1)["params"]
   apply = jax.jit(lambda p, x: generator.apply({"params": p}, x))
@@ -199,21 +202,21 @@ def generator_rows(args, peak: float | None):
 
 def train_rows(args, peak: float | None):
   config = model_config(args)
-  generator, discriminator = train.create_models(config.model)
-  optimizer = train.make_optimizer(config.train)
+  generator, discriminator = clade.create_models(config.model)
+  optimizer = clade.make_optimizer(config.train)
   step_kwargs = dict(optimizer=optimizer, loss_config=config.loss)
-  step = jax.jit(functools.partial(train.train_step, generator=generator,
+  step = jax.jit(functools.partial(clade.train_step, generator=generator,
                                    discriminator=discriminator, **step_kwargs),
                  donate_argnums=0)
-  reference_g, reference_d = train.create_models(model_config(args, "xla", "float32").model)
-  reference_step = functools.partial(train.train_step, generator=reference_g,
+  reference_g, reference_d = clade.create_models(model_config(args, "xla", "float32").model)
+  reference_step = functools.partial(clade.train_step, generator=reference_g,
                                      discriminator=reference_d, **step_kwargs)
   rows = []
   for batch_size in (int(b) for b in args.train_batch_sizes.split(",")):
     batch_np = {"x": random_patches(batch_size, args.patch, 1),
                 "y": random_patches(batch_size, args.patch, 2)}
     batch = jax.device_put(batch_np)
-    state = jax.jit(lambda rng: train.init_state(config, rng))(train.init_key(0))
+    state = jax.jit(lambda rng: clade.init_state(config, rng))(train.init_key(0))
     flops = flops_of(reference_step, state, batch, compile=False)
     holder = {"state": state}
 
@@ -272,7 +275,7 @@ def bf16_accuracy(args):
   if args.workdir:
     from clade_jax import inference  # pylint: disable=g-import-not-at-top
     from clade_jax.data import patches as patches_lib  # pylint: disable=g-import-not-at-top
-    all_params, config, step = inference.load_generator(args.workdir)
+    all_params, config, step = inference.load_params(args.workdir)
     params = all_params["G_X"]
     config.model.conv_impl = args.conv_impl
     _, source = train.build_data(config)
@@ -287,10 +290,11 @@ def bf16_accuracy(args):
   out = {}
   for dtype in ("float32", "bfloat16"):
     config.model.dtype = dtype
-    generator, _ = train.create_models(config.model)
+    generator, _ = clade.create_models(config.model)
     if params is None:
       params = jax.jit(generator.init)(train.init_key(0), x[:1])["params"]
-    out[dtype] = np.asarray(jax.jit(generator.apply)({"params": params}, x))
+    with convolution.use(config.model.conv_impl):
+      out[dtype] = np.asarray(jax.jit(generator.apply)({"params": params}, x))
   diff = np.abs(out["bfloat16"] - out["float32"])
   print(f"bfloat16 vs float32 generator output ({what}; conv_impl="
         f"{config.model.get('conv_impl', 'auto')}; outputs in [-1, 1]): max |diff| "
@@ -304,24 +308,24 @@ def check(args):
   import torch_reference as ref  # pylint: disable=g-import-not-at-top
 
   config = model_config(args)
-  state = jax.jit(lambda rng: train.init_state(config, rng))(train.init_key(0))
+  state = jax.jit(lambda rng: clade.init_state(config, rng))(train.init_key(0))
   # Non-zero biases, so that a mis-ported bias would show.
   params = jax.tree.map(lambda p: p + 0.01 * np.random.default_rng(p.size).standard_normal(
       p.shape).astype(np.float32), state.params)
   batch = {"x": random_patches(4, args.patch, 1), "y": random_patches(4, args.patch, 2)}
   model = ref.CycleGAN(args.features, args.blocks, args.disc_features)
-  for name in train.NETWORKS:
+  for name in clade.NETWORKS:
     port = ref.port_generator_params if name.startswith("G") else ref.port_discriminator_params
     port(getattr(model, name), params[name])
   model = ref.channels_last(model)
   x, y = ref.from_nhwc(batch["x"]), ref.from_nhwc(batch["y"])
-  generator, discriminator = train.create_models(config.model)
+  generator, discriminator = clade.create_models(config.model)
   fake_y = jax.jit(generator.apply)({"params": params["G_X"]}, batch["x"])
   with torch.no_grad():
     torch_fake_y = model.G_X(x).permute(0, 2, 3, 1).numpy()
     torch_total = float(model.losses(x, y))
   total, _ = jax.jit(functools.partial(
-      train.compute_losses, generator=generator, discriminator=discriminator,
+      clade.compute_losses, generator=generator, discriminator=discriminator,
       loss_config=config.loss))(params, batch)
   print(f"generator output: max |JAX - PyTorch| {np.abs(fake_y - torch_fake_y).max():.2e} "
         f"(outputs up to {np.abs(torch_fake_y).max():.2f})")
@@ -343,6 +347,11 @@ def main(argv=None):
         f"features={args.disc_features}; {args.patch}x{args.patch} patches; JAX conv_impl="
         f"{args.conv_impl}, dtype={args.dtype}; median of {args.repeats} samples of >= "
         f"{args.min_time} s after {args.warmup} warm-up calls\n")
+  with convolution.use(args.conv_impl):
+    run(args, only)
+
+
+def run(args, only):
   if only == "check":
     check(args)
     return

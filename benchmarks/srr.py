@@ -32,7 +32,7 @@ import psutil  # noqa: E402
 
 from clade_jax import inference  # noqa: E402
 from clade_jax import srr  # noqa: E402
-from clade_jax import train  # noqa: E402
+from clade_jax.methods import clade  # noqa: E402
 from clade_jax.data import preprocess  # noqa: E402
 from clade_jax.data import volume as volume_lib  # noqa: E402
 from configs import mri  # noqa: E402
@@ -92,13 +92,13 @@ class PeakRss:
 def load_model(args):
   """(config, G_X params, description)."""
   if args.workdir:
-    params, config, step = inference.load_generator(args.workdir)
+    params, config, step = inference.load_params(args.workdir)
     m = config.model
     return config, params["G_X"], (f"trained G_X of {args.workdir} (step {step}; "
                                    f"features={m.features}, blocks={m.num_blocks})")
   config = mri.get_config()
   config.model.features, config.model.num_blocks = args.features, args.blocks
-  generator, _ = train.create_models(config.model)
+  generator, _ = clade.create_models(config.model)
   p = config.data.patch_size
   shapes = jax.eval_shape(generator.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, p, p, 1), jnp.float32))["params"]
@@ -124,7 +124,8 @@ def time_row(apply_fn, params, slices, *, patch, stride, batch_size, chunk, mode
   # Exactly the static arguments `reconstruct_slices` passes (mesh included), so
   # that its jitted call finds the program compiled here.
   kwargs = dict(apply_fn=apply_fn, patch_size=patch, stride=stride or 1,
-                patches_per_batch=batch_size, mode=mode, mesh=None)
+                patches_per_batch=batch_size, mode=mode,
+                size_multiple=clade.SIZE_MULTIPLE, mesh=None)
   start = time.perf_counter()
   compiled = srr.reconstruct_chunk.lower(params, slices[:chunk], **kwargs).compile()
   compile_s = time.perf_counter() - start
@@ -138,7 +139,8 @@ def time_row(apply_fn, params, slices, *, patch, stride, batch_size, chunk, mode
     # The jitted call below reuses the program compiled above.
     out = srr.reconstruct_slices(
         apply_fn, params, slices, patch_size=patch, stride=stride or 1,
-        patches_per_batch=batch_size, slices_per_chunk=chunk, mode=mode)
+        patches_per_batch=batch_size, slices_per_chunk=chunk, mode=mode,
+        size_multiple=clade.SIZE_MULTIPLE)
     seconds = time.perf_counter() - start
   return seconds, compile_s, xla_bytes, rss.peak, out
 
@@ -174,7 +176,7 @@ def main(argv=None):
   n = total if args.slices <= 0 else min(args.slices, total)
   first = (total - n) // 2
   slices = np.ascontiguousarray(stack[first:first + n])
-  apply_fn = srr.generator_apply_fn(config.model)
+  apply_fn = clade.generator_apply_fn(config.model)
   device = jax.devices()[0]
 
   print(f"input: {args.input}, isotropic {prepared.isotropic.shape}, {total} slices of "

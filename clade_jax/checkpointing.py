@@ -1,8 +1,10 @@
 """Every Orbax call of the project: save/restore train state and data-iterator state.
 
 A workdir holds `config.json` (the run's configuration, written once) and
-`checkpoints/<step>/` with two items: `state` (params of all four networks, the optax
-state, the step) and `data` (the grain iterator state, as JSON).
+`checkpoints/<step>/` with two items: `state` (the method's train state: params of all
+its networks, the optax state, the step) and `data` (the grain iterator state, as JSON).
+Nothing here knows any method: which config fields make a checkpoint unusable is the
+method's `architecture_fields`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ import orbax.checkpoint as ocp
 from clade_jax import atomic
 
 CONFIG_FILE = "config.json"
-# Fields that change the parameter shapes: a checkpoint is unusable if they differ.
-ARCHITECTURE_FIELDS = ("generator_norm", "features", "num_blocks", "disc_features",
-                       "disc_layers")
 
 
 class CheckpointError(RuntimeError):
@@ -51,11 +50,16 @@ def checkpoint_steps(workdir: str) -> list[int]:
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(directory):
     return []
-  mngr = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+  mngr = _reader(directory)
   steps = sorted(mngr.all_steps())
   mngr.close()
   return steps
+
+
+def _reader(directory: str) -> ocp.CheckpointManager:
+  # Not read_only=True: Orbax then logs two warnings per manager. A manager that
+  # never saves and does not create its directory writes nothing anyway.
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
 
 
 def restore_params(workdir: str, step: int | None = None):
@@ -80,9 +84,7 @@ def restore_params(workdir: str, step: int | None = None):
   elif step not in steps:
     raise CheckpointError(
         f"{workdir}: no checkpoint at step {step} (have {', '.join(map(str, steps))})")
-  mngr = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
-      options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+  mngr = _reader(os.path.join(os.path.abspath(workdir), "checkpoints"))
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   except Exception as e:  # Orbax raises many types for damaged checkpoints.
@@ -92,16 +94,27 @@ def restore_params(workdir: str, step: int | None = None):
   finally:
     mngr.close()
   params = restored["state"].get("params")
-  if not isinstance(params, dict) or "G_X" not in params:
-    raise CheckpointError(f"{workdir}: checkpoint {step} holds no G_X generator parameters")
+  if not isinstance(params, dict) or not params:
+    raise CheckpointError(f"{workdir}: checkpoint {step} holds no network parameters")
   return params, config
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Stores the run's config, or checks a resumed run uses a compatible one."""
+def write_config(workdir: str, config: ml_collections.ConfigDict,
+                 architecture_fields=()) -> None:
+  """Stores the run's config, or checks a resumed run uses a compatible one.
+
+  Args:
+    workdir: the run directory.
+    config: the run's config.
+    architecture_fields: dotted fields (the method's) that change parameter shapes.
+
+  Raises:
+    CheckpointError: the workdir holds a run of another method, or one that differs in
+      an architecture field.
+  """
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
-    check_compatible(load_config(workdir), config, workdir)
+    check_compatible(load_config(workdir), config, workdir, architecture_fields)
   os.makedirs(workdir, exist_ok=True)
   atomic.write_text(path, config.to_json(indent=2))
 
@@ -114,12 +127,24 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def check_compatible(saved, config, workdir: str) -> None:
-  for field in ARCHITECTURE_FIELDS:
-    old, new = saved.model.get(field), config.model.get(field)
+def get_field(config, dotted: str):
+  """``config.a.b`` for ``dotted = 'a.b'``; None where a level is missing."""
+  for key in dotted.split("."):
+    if config is None or key not in config:
+      return None
+    config = config[key]
+  return config
+
+
+def check_compatible(saved, config, workdir: str, architecture_fields=()) -> None:
+  # Configs from before `method` existed hold CLADE runs.
+  for field in ("method", *architecture_fields):
+    old, new = get_field(saved, field), get_field(config, field)
+    if field == "method":
+      old, new = old or "clade", new or "clade"
     if old != new:
       raise CheckpointError(
-          f"{workdir}: holds a run with model.{field}={old!r} but the config says {new!r}; "
+          f"{workdir}: holds a run with {field}={old!r} but the config says {new!r}; "
           "use another --workdir or the original config")
 
 

@@ -1,16 +1,17 @@
-"""Super-resolving NIfTI files with a trained workdir: what ``infer.py`` runs.
+"""Super-resolving NIfTI files with a trained workdir, for any method: what ``infer.py`` runs.
 
-`run` loads the input and the run's G_X, calls `srr.reconstruct_volume` and
-writes the float32 result with `volume.save_volume` (atomic, the input's
-qform/sform codes kept, never over the input) plus an orthogonal-slice PNG:
+`run` loads the input and the run's params, lets the run's method super-resolve the
+prepared volume (`methods.<config.method>.super_resolve`), maps the result back to the
+input's units and writes it with `volume.save_volume` (atomic, the input's qform/sform
+codes kept, never over the input) plus an orthogonal-slice PNG:
 
     python infer.py --workdir runs/mri --input scan.nii.gz --output scan_srr.nii.gz
 
-Every problem a user can cause (a missing or corrupt file, a directory that is
-not a training workdir or has no checkpoint, a checkpoint that does not fit its
-config, an isotropic volume, an output path equal to the input, an option out
-of range) raises `VolumeError`, `CheckpointError` or `UsageError` with a
-one-line message, so the CLI can print it without a traceback.
+Every problem a user can cause (a missing or corrupt file, a directory that is not a
+training workdir or has no checkpoint, a checkpoint that does not fit its config, an
+isotropic volume, an output path equal to the input, an option out of range) raises
+`VolumeError`, `CheckpointError` or `UsageError` with a one-line message, so the CLI
+can print it without a traceback.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ import dataclasses
 import os
 import time
 
-import matplotlib.pyplot as plt
-import nibabel as nib
+import jax
 import numpy as np
 
 from clade_jax import checkpointing
+from clade_jax import methods
 from clade_jax import plotting
-from clade_jax import srr
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
+from clade_jax.volume_srr import SROptions
+
 
 class UsageError(ValueError):
   """An option that cannot work with this run (e.g. a stride above the patch)."""
@@ -45,6 +47,7 @@ class Result:
   stride: int
   mode: str
   planes: str
+  method: str
   seconds: float
 
 
@@ -62,7 +65,35 @@ def _same_file(a: str, b: str) -> bool:
   return os.path.abspath(a) == os.path.abspath(b)
 
 
-def load_generator(workdir: str, step: int | None = None):
+def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
+          for path, leaf in leaves}
+
+
+def check_params(params, config) -> None:
+  """Checks parameter names and shapes against the networks ``config`` describes.
+
+  Raises:
+    ValueError: naming the first differences and the method's architecture fields.
+  """
+  method = methods.of(config)
+  abstract = jax.eval_shape(lambda: method.init_state(config, jax.random.key(0, impl='rbg')))
+  expected, actual = _flat_shapes(abstract.params), _flat_shapes(params)
+  problems = [f'{k} is missing' for k in expected if k not in actual]
+  problems += [f'{k} is not in the model' for k in actual if k not in expected]
+  problems += [f'{k} has shape {actual[k]}, the model expects {expected[k]}'
+               for k in expected if k in actual and actual[k] != expected[k]]
+  if problems:
+    shown = '; '.join(problems[:3])
+    more = f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''
+    fields = ', '.join(f'{f.split(".")[-1]}={checkpointing.get_field(config, f)!r}'
+                       for f in method.architecture_fields)
+    raise ValueError(f'parameters do not fit the {method.describe(config)} networks of the '
+                     f'config ({fields}): {shown}{more}')
+
+
+def load_params(workdir: str, step: int | None = None):
   """A run's params and config, checked against each other.
 
   Args:
@@ -81,12 +112,51 @@ def load_generator(workdir: str, step: int | None = None):
   if step is None:
     step = checkpointing.checkpoint_steps(workdir)[-1]
   try:
-    srr.check_generator_params(params['G_X'], config.model, config.data.patch_size)
-  except srr.GeneratorMismatchError as e:
+    methods.of(config)
+    check_params(params, config)
+  except ValueError as e:
     raise checkpointing.CheckpointError(
         f'{workdir}: checkpoint {step} is from another config than its config.json: '
         f'{e}') from None
   return params, config, step
+
+
+def super_resolve(volume: np.ndarray, affine: np.ndarray, params, config,
+                  options: SROptions = SROptions()) -> tuple[np.ndarray, np.ndarray]:
+  """Super-resolves an anisotropic volume with a trained run's params.
+
+  The volume is prepared as in training (`preprocess.prepare_input`: thick axis
+  cubic-spline resampled to isotropic, robust percentiles of this volume's acquired
+  samples mapped to [-1, 1]), the run's method super-resolves it, and the result is
+  mapped back to the input's intensity scale. From a notebook::
+
+    params, config, _ = inference.load_params('runs/mri')
+    vol = volume.load_volume('scan.nii.gz')
+    sr, sr_affine = inference.super_resolve(vol.data, vol.affine, params, config)
+
+  Args:
+    volume: raw 3D array in the input's intensity units.
+    affine: its 4x4 voxel-to-world affine (mm).
+    params: the run's params ({network: params}).
+    config: the run's config.
+    options: stride, mode, planes, ... (`volume_srr.SROptions`); unset fields take
+      the run's ``config.eval`` values.
+
+  Returns:
+    ``(volume, affine)``: float32 isotropic volume and the affine of its grid
+    (`volume_lib.isotropic_geometry`), on which every original sample keeps its world
+    position.
+
+  Raises:
+    VolumeError: the volume cannot be prepared (e.g. it is isotropic).
+  """
+  prepared = preprocess.prepare_input(volume, affine, config.data)
+  return _super_resolve_prepared(prepared, params, config, options), prepared.affine
+
+
+def _super_resolve_prepared(prepared, params, config, options) -> np.ndarray:
+  output = methods.of(config).super_resolve(params, config, prepared, options)
+  return prepared.normalizer.inverse(output)
 
 
 def _check_options(config, stride, batch_size, mode, planes) -> None:
@@ -128,7 +198,7 @@ def run(
     stride: Sliding-window stride; default the run's ``eval.stride``.
     batch_size: Patches per generator call; default ``eval.batch_size``.
     mode: ``'patch'`` or ``'full'``; default ``eval.mode``.
-    planes: ``'trained'`` or ``'both'`` (see `srr.super_resolve`).
+    planes: ``'trained'`` or ``'both'`` (see `volume_srr.SROptions`).
     figure: Also write `figure_path(output_path)`.
     progress: Show a progress bar over slices.
 
@@ -148,29 +218,33 @@ def run(
   if not os.path.isdir(workdir):
     raise checkpointing.CheckpointError(f'{workdir}: no such directory')
   config = checkpointing.load_config(workdir)
+  try:
+    method = methods.of(config)
+  except methods.UnknownMethodError as e:
+    raise checkpointing.CheckpointError(f'{workdir}: {e}') from None
   _check_options(config, stride, batch_size, mode, planes)
   source = volume_lib.load_volume(input_path)
   prepared = preprocess.prepare_input(source.data, source.affine, config.data, name=input_path)
-  params, config, step = load_generator(workdir, step)
+  params, config, step = load_params(workdir, step)
 
-  output = srr.reconstruct_volume(
-      prepared, params, config, stride=stride, mode=mode, planes=planes,
-      batch_size=batch_size, progress=progress)
+  options = SROptions(stride=stride, mode=mode, batch_size=batch_size, planes=planes,
+                      progress=progress)
+  output = _super_resolve_prepared(prepared, params, config, options)
   volume_lib.save_volume(output_path, output, prepared.affine, like=source)
-  mode = mode or config.eval.mode
-  stride = config.eval.stride if stride is None else stride
+  options = options.with_defaults(config.eval)
+  label = method.describe(config)
   figure_file = None
   if figure:
     figure_file = figure_path(output_path)
-    how = 'whole slices' if mode == 'full' else f'stride {stride}'
+    how = 'whole slices' if options.mode == 'full' else f'stride {options.stride}'
     write_comparison_figure(
-        source, prepared, output, figure_file,
-        title=f'{os.path.basename(input_path)}: CLADE G_X step {step} ({how}, '
+        source, prepared, output, figure_file, label=label,
+        title=f'{os.path.basename(input_path)}: {label}, step {step} ({how}, '
               f'{planes} plane{"s" if planes == "both" else ""})')
   return Result(
       output=output_path, figure=figure_file, shape=output.shape,
       spacing=tuple(float(s) for s in volume_lib.voxel_spacing(prepared.affine)),
-      step=step, stride=stride, mode=mode, planes=planes,
+      step=step, stride=options.stride, mode=options.mode, planes=planes, method=label,
       seconds=time.perf_counter() - start)
 
 
@@ -184,49 +258,15 @@ def nearest_upsampled(source: volume_lib.Volume, prepared: preprocess.PreparedIn
 
 
 def write_comparison_figure(source: volume_lib.Volume, prepared: preprocess.PreparedInput,
-                            output: np.ndarray, path: str, *, title: str = '') -> None:
+                            output: np.ndarray, path: str, *, label: str,
+                            title: str = '') -> None:
   """Three orthogonal planes through the centre: input vs output, with insets.
 
-  Rows come in pairs per plane (whole slice, then the magnified centre square
-  outlined in blue); columns are the acquired slices (nearest-neighbour
-  upsampled), the cubic-spline interpolation CLADE starts from, and CLADE.
-  Every column of a plane shares one display window.
+  Columns are the acquired slices (nearest-neighbour upsampled), the cubic-spline
+  interpolation the methods start from, and the output, all on the output grid.
   """
-  columns = {
-      'input (nearest neighbour)': nearest_upsampled(source, prepared),
-      'input (cubic spline)': prepared.isotropic,
-      'CLADE': output,
-  }
-  spacing = volume_lib.voxel_spacing(prepared.affine)
-  codes = nib.aff2axcodes(prepared.affine)
-  fig, axes = plt.subplots(6, len(columns), figsize=(3.2 * len(columns), 18), dpi=100,
-                           squeeze=False)
-  for axis in range(3):
-    rows_axis, cols_axis = [a for a in range(3) if a != axis]
-    centre = output.shape[axis] // 2
-    shown = {name: plotting.for_display(np.take(vol, centre, axis=axis))
-             for name, vol in columns.items()}
-    reference = shown['input (cubic spline)']
-    vrange = np.percentile(reference, [1, 99.5])
-    size = max(8, min(reference.shape) // 4)
-    r0, c0 = reference.shape[0] // 2 - size // 2, reference.shape[1] // 2 - size // 2
-    # for_display puts voxel axis `cols_axis` on screen rows, `rows_axis` on columns.
-    aspect = spacing[cols_axis] / spacing[rows_axis]
-    name = next(plane for plane, normal in volume_lib.PLANE_NORMALS.items()
-                if codes[axis] in normal)
-    for c, (label, image) in enumerate(shown.items()):
-      top, bottom = axes[2 * axis, c], axes[2 * axis + 1, c]
-      top.imshow(image, cmap='gray', vmin=vrange[0], vmax=vrange[1], aspect=aspect)
-      top.add_patch(plt.Rectangle((c0 - 0.5, r0 - 0.5), size, size, fill=False,
-                                  edgecolor='deepskyblue', linewidth=1.0))
-      bottom.imshow(image[r0:r0 + size, c0:c0 + size], cmap='gray', vmin=vrange[0],
-                    vmax=vrange[1], aspect=aspect, interpolation='nearest')
-      top.set_title(f'{label}\n{name} slice {centre}' if axis == 0 else
-                    f'{name} slice {centre}', fontsize=8)
-      for ax in (top, bottom):
-        ax.set_xticks([])
-        ax.set_yticks([])
-  fig.tight_layout(rect=(0, 0, 1, 0.975 if title else 1))
-  if title:
-    fig.suptitle(title, fontsize=10, y=0.995)
-  plotting.save_figure(fig, path)
+  grid = lambda data: volume_lib.Volume(np.asarray(data, np.float32), prepared.affine)
+  plotting.orthogonal_slices(
+      {'input (nearest neighbour)': grid(nearest_upsampled(source, prepared)),
+       'input (cubic spline)': grid(prepared.isotropic), label: grid(output)},
+      path, title=title)

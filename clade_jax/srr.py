@@ -19,49 +19,32 @@ only the loop over chunks of slices runs on the host. Typical use::
 
 Peak device memory in ``mode='patch'`` is about
 
-  patches_per_batch x (generator activations of one patch)
+  patches_per_batch x (network activations of one patch)
   + about 4 x slices_per_chunk x H x W x 4 bytes
 
-The first term is one generator call: the patches of a chunk are flattened
-across slices and fed to the generator ``patches_per_batch`` at a time inside a
-``lax.scan``, so the full set of patches (6,561 per 512 x 512 slice at stride 6,
-about 27 MB per slice in float32 before any activations) is never materialised.
-The second term is the input chunk, the float32 accumulator, the chunk's output
-and the previous chunk's output waiting to be copied to the host. For a
-512 x 512 x 400 CT volume at stride 6 with ``slices_per_chunk=8`` it is about
-34 MB, independent of the stride, so ``patches_per_batch`` is the knob that
-sets the peak. Neither term depends on the number of slices in the volume.
+The first term is one network call: the patches of a chunk are flattened across
+slices and fed to the network ``patches_per_batch`` at a time inside a ``lax.scan``,
+so the full set of patches (6,561 per 512 x 512 slice at stride 6, about 27 MB per
+slice in float32 before any activations) is never materialised. The second term is
+the input chunk, the float32 accumulator, the chunk's output and the previous chunk's
+output waiting to be copied to the host. Neither term depends on the number of slices
+in the volume, so ``patches_per_batch`` is the knob that sets the peak. On CPU, XLA's
+convolutions take scratch memory outside its own accounting; measured peaks and speeds
+are in benchmarks/RESULTS.md (``benchmarks/srr.py``).
 
-On GPU, XLA's scatter-add may add overlapping patches in a different order
-from run to run, so results can differ in the last float32 bit; set
+``mode='full'`` instead applies the (fully convolutional) network to whole slices,
+reflect-padded at the bottom/right to a multiple of ``size_multiple`` (4 for a network
+that downsamples twice by 2) and cropped back; its peak is ``slices_per_chunk`` x
+(activations of one padded slice). It is faster but not the same image: at patch
+borders the network sees reflect padding in patch mode and the neighbouring anatomy in
+full mode, and full mode averages nothing.
+
+On GPU, XLA's scatter-add may add overlapping patches in a different order from run to
+run, so results can differ in the last float32 bit; set
 ``XLA_FLAGS=--xla_gpu_deterministic_ops=true`` for bitwise reproducibility.
 
-Measured with `benchmarks/srr.py` (see benchmarks/RESULTS.md): XLA's own
-accounting for one chunk of the paper-sized generator (64 features, 6 blocks)
-is 81 MB at 32 patches per call and 160-215 MB at 256. On CPU the process
-needs more than that, because XLA's CPU convolutions take im2col scratch
-outside that accounting: peak RSS 1.4 GB at 32 patches per call and 3.0-4.1 GB
-at 256, from 0.75 GB before the first call. On CPU 32 patches per call was
-also twice as fast as 256 (20 against 10-18 patches/s on 2 cores).
-
-``mode='full'`` instead applies the (fully convolutional) generator to whole
-slices; its peak is ``slices_per_chunk`` x (generator activations of one
-padded slice), i.e. roughly H x W / patch_size**2 patches' worth per slice.
-It is faster (the demo volume, 197 slices of 229 x 189: 31 s against 110 s at
-stride 12 for the demo-sized generator on 2 CPU cores) but not the same
-image: at patch borders the generator sees reflect padding in patch mode and
-the neighbouring anatomy in full mode, and full mode averages nothing. For the
-demo generator after 100 training steps the two outputs differ by a mean
-absolute 0.029 in normalised units ([-1, 1]; PSNR 32.5 dB), 0.061 (27.6 dB)
-inside the head, where the patch seams of the young model are visible. Re-measure
-for a trained model with::
-
-  python benchmarks/srr.py --workdir RUN --slices 0 --strides 12 --compare-modes
-
-The volume-level API at the end of this module prepares a raw volume as
-training does (`prepare_input`), super-resolves every slice of the trained
-low-resolution plane (or both, averaged) and maps the result back to the
-input's intensities (`super_resolve`).
+The volume-level reconstruction (a prepared volume, both low-resolution planes, the
+input's units) is `clade_jax.volume_srr`; this module knows nothing of any method.
 """
 
 from collections.abc import Callable, Mapping
@@ -73,23 +56,12 @@ from jax import lax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-import ml_collections
 import numpy as np
-import tqdm
-
-from clade_jax.data import preprocess
-from clade_jax.data import volume as volume_lib
 
 # `apply_fn(params, patches)`: the generator as a pure function of its
 # parameters and a float32 NHWC batch; must return the same shape.
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Mode = Literal['patch', 'full']
-Planes = Literal['trained', 'both']
-
-# The CLADE generator downsamples twice by 2, so whole-slice inputs must have
-# sides divisible by 4 to come back at their own size.
-FULL_MODE_MULTIPLE = 4
-
 _DATA_AXIS = 'data'
 
 
@@ -358,14 +330,14 @@ def _reconstruct_patch_mode(
 
 
 def _reconstruct_full_mode(
-    apply_fn: ApplyFn, params: Any, slices: jax.Array
+    apply_fn: ApplyFn, params: Any, slices: jax.Array, size_multiple: int
 ) -> jax.Array:
-  """Whole-slice generator pass on ``[S, H, W]`` slices (traced in jit)."""
+  """Whole-slice network pass on ``[S, H, W]`` slices (traced in jit)."""
   _, height, width = slices.shape
   padded = _pad_end(
       slices,
-      -(-height // FULL_MODE_MULTIPLE) * FULL_MODE_MULTIPLE,
-      -(-width // FULL_MODE_MULTIPLE) * FULL_MODE_MULTIPLE)[..., None]
+      -(-height // size_multiple) * size_multiple,
+      -(-width // size_multiple) * size_multiple)[..., None]
   outputs = apply_fn(params, padded)
   _check_output(outputs, padded.shape)
   return outputs[:, :height, :width, 0].astype(jnp.float32)
@@ -374,7 +346,7 @@ def _reconstruct_full_mode(
 @functools.partial(
     jax.jit,
     static_argnames=('apply_fn', 'patch_size', 'stride', 'patches_per_batch',
-                     'mode', 'mesh'))
+                     'mode', 'size_multiple', 'mesh'))
 def reconstruct_chunk(
     params: Any,
     slices: jax.Array,
@@ -384,6 +356,7 @@ def reconstruct_chunk(
     stride: int = 12,
     patches_per_batch: int = 1024,
     mode: Mode = 'patch',
+    size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
 ) -> jax.Array:
   """Super-resolves one chunk of slices in a single jitted call.
@@ -407,11 +380,13 @@ def reconstruct_chunk(
       device when ``mesh`` is given). Sets the peak memory, see the module
       docstring.
     mode: ``'patch'``: the paper's overlapping sliding-window reconstruction.
-      ``'full'``: one generator pass over each whole slice, reflect-padded at
-      the bottom/right to a multiple of `FULL_MODE_MULTIPLE` and cropped back.
-      The results differ, because near patch borders the generator sees
+      ``'full'``: one network pass over each whole slice, reflect-padded at
+      the bottom/right to a multiple of ``size_multiple`` and cropped back.
+      The results differ, because near patch borders the network sees
       padding where in full mode it sees the neighbouring anatomy, and no
       averaging over overlapping patches takes place.
+    size_multiple: Whole-slice inputs are padded to a multiple of this (the
+      network's total downsampling factor; 4 for CycleGAN's ResNet generator).
     mesh: Optional mesh with a ``'data'`` axis; slices are then split over it
       (S must be divisible by its size), each device reconstructs its own
       slices and params are replicated. No communication is needed.
@@ -427,7 +402,8 @@ def reconstruct_chunk(
         _reconstruct_patch_mode, apply_fn, patch_size=patch_size,
         stride=stride, patches_per_batch=patches_per_batch)
   elif mode == 'full':
-    reconstruct = functools.partial(_reconstruct_full_mode, apply_fn)
+    reconstruct = functools.partial(
+        _reconstruct_full_mode, apply_fn, size_multiple=size_multiple)
   else:
     raise ValueError(f"mode must be 'patch' or 'full', got {mode!r}.")
 
@@ -450,6 +426,7 @@ def make_slice_reconstructor(
     stride: int = 12,
     patches_per_batch: int = 1024,
     mode: Mode = 'patch',
+    size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
 ) -> Callable[[Any, jax.Array], jax.Array]:
   """Binds the static settings of `reconstruct_chunk`.
@@ -460,6 +437,7 @@ def make_slice_reconstructor(
     stride: See `reconstruct_chunk`.
     patches_per_batch: See `reconstruct_chunk`.
     mode: See `reconstruct_chunk`.
+    size_multiple: See `reconstruct_chunk`.
     mesh: See `reconstruct_chunk`.
 
   Returns:
@@ -467,7 +445,8 @@ def make_slice_reconstructor(
   """
   return functools.partial(
       reconstruct_chunk, apply_fn=apply_fn, patch_size=patch_size,
-      stride=stride, patches_per_batch=patches_per_batch, mode=mode, mesh=mesh)
+      stride=stride, patches_per_batch=patches_per_batch, mode=mode,
+      size_multiple=size_multiple, mesh=mesh)
 
 
 def reconstruct_slices(
@@ -480,6 +459,7 @@ def reconstruct_slices(
     patches_per_batch: int = 1024,
     slices_per_chunk: int = 8,
     mode: Mode = 'patch',
+    size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
@@ -501,6 +481,7 @@ def reconstruct_slices(
     slices_per_chunk: Slices per jitted call; bounds the accumulator memory.
       Rounded up to a multiple of the mesh size when ``mesh`` is given.
     mode: ``'patch'`` or ``'full'``, see `reconstruct_chunk`.
+    size_multiple: See `reconstruct_chunk`.
     mesh: Optional mesh with a ``'data'`` axis to split each chunk over.
     progress: Called with the number of slices finished after each chunk,
       e.g. ``tqdm_bar.update``.
@@ -519,7 +500,8 @@ def reconstruct_slices(
     return outputs
   reconstruct = make_slice_reconstructor(
       apply_fn, patch_size=patch_size, stride=stride,
-      patches_per_batch=patches_per_batch, mode=mode, mesh=mesh)
+      patches_per_batch=patches_per_batch, mode=mode,
+      size_multiple=size_multiple, mesh=mesh)
 
   chunk_size = min(slices_per_chunk, num_slices)
   if mesh is not None:
@@ -550,229 +532,3 @@ def reconstruct_slices(
   if in_flight is not None:
     collect(*in_flight)
   return outputs
-
-
-# ----------------------------------------------------------------- volumes
-
-
-class GeneratorMismatchError(ValueError):
-  """Generator parameters that do not fit the model the config describes."""
-
-
-@functools.lru_cache(maxsize=8)
-def _generator(model_config: ml_collections.FrozenConfigDict):
-  """The generator module and an ``apply_fn`` for it, one pair per config.
-
-  Cached so that repeated calls pass the same ``apply_fn`` object to the
-  jitted reconstruction and reuse its compiled program.
-  """
-  # Imported here: the training module is heavy and srr's core does not need it.
-  from clade_jax import train  # pylint: disable=g-import-not-at-top
-  generator, _ = train.create_models(model_config)
-
-  def apply_fn(params, x):
-    return generator.apply({'params': params}, x)
-
-  return generator, apply_fn
-
-
-def generator_apply_fn(model_config) -> ApplyFn:
-  """The generator's ``apply_fn(params, x)`` for the model ``model_config`` describes.
-
-  The same function object is returned for equal configs, so passing it to
-  `reconstruct_slices` again reuses the compiled reconstruction.
-  """
-  return _generator(ml_collections.FrozenConfigDict(model_config))[1]
-
-
-@functools.lru_cache(maxsize=8)
-def _expected_shapes(model_config: ml_collections.FrozenConfigDict,
-                     patch_size: int) -> dict[str, tuple[int, ...]]:
-  generator, _ = _generator(model_config)
-  dummy = jax.ShapeDtypeStruct((1, patch_size, patch_size, 1), jnp.float32)
-  shapes = jax.eval_shape(generator.init, jax.random.key(0), dummy)['params']
-  return _flat_shapes(shapes)
-
-
-def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(np.shape(leaf))
-          for path, leaf in leaves}
-
-
-def generator_params(params: Any) -> Any:
-  """G_X's parameters from a run's ``{'G_X', 'G_Y', 'D_X', 'D_Y'}`` params.
-
-  Parameters that are already a generator's (no ``'G_X'`` key) pass through.
-  """
-  if isinstance(params, Mapping) and 'G_X' in params:
-    return params['G_X']
-  return params
-
-
-def check_generator_params(params: Any, model_config, patch_size: int = 32) -> None:
-  """Checks parameter names and shapes against the model ``model_config`` builds.
-
-  Args:
-    params: G_X's parameters (or a run's params, see `generator_params`).
-    model_config: The run's ``config.model``.
-    patch_size: Input side used to trace the model (any multiple of 4).
-
-  Raises:
-    GeneratorMismatchError: naming the first differences, e.g. a kernel of
-      another width when the checkpoint comes from a run with other
-      ``model.features``.
-  """
-  frozen = ml_collections.FrozenConfigDict(model_config)
-  expected = _expected_shapes(frozen, patch_size)
-  actual = _flat_shapes(generator_params(params))
-  problems = [f'{k} is missing' for k in expected if k not in actual]
-  problems += [f'{k} is not in the model' for k in actual if k not in expected]
-  problems += [f'{k} has shape {actual[k]}, the model expects {expected[k]}'
-               for k in expected if k in actual and actual[k] != expected[k]]
-  if problems:
-    shown = '; '.join(problems[:3])
-    more = f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''
-    raise GeneratorMismatchError(
-        'generator parameters do not fit the model of the config '
-        f'(features={model_config.features}, num_blocks={model_config.num_blocks}, '
-        f'generator_norm={model_config.generator_norm!r}): {shown}{more}')
-
-
-def _lr_stack(data: np.ndarray, axis: int, thick_axis: int,
-              thick_rows: bool) -> tuple[np.ndarray, bool]:
-  """Slices along ``axis`` with the thick direction on rows iff ``thick_rows``.
-
-  The generator learned a degradation along one image direction, so slices
-  of the second low-resolution plane are transposed when needed to put the
-  thick direction where the trained plane has it.
-
-  Returns:
-    ``[S, H, W]`` slices and whether they were transposed.
-  """
-  slices = volume_lib.plane_slices(data, axis)
-  in_plane = [a for a in range(3) if a != axis]
-  transpose = (in_plane[0] == thick_axis) != thick_rows
-  return (np.swapaxes(slices, 1, 2) if transpose else slices), transpose
-
-
-def _thick_on_rows(prepared: preprocess.PreparedInput) -> bool:
-  return min(a for a in range(3) if a != prepared.lr_axis) == prepared.thick_axis
-
-
-def reconstruct_volume(
-    prepared: preprocess.PreparedInput,
-    params: Any,
-    config: ml_collections.ConfigDict,
-    *,
-    stride: int | None = None,
-    mode: Mode | None = None,
-    planes: Planes = 'trained',
-    batch_size: int | None = None,
-    slices_per_chunk: int = 8,
-    progress: bool | Callable[[int], Any] = True,
-) -> np.ndarray:
-  """Super-resolves a `preprocess.PreparedInput`; see `super_resolve`.
-
-  Returns:
-    float32 array of ``prepared.isotropic``'s shape in the input's units.
-  """
-  if planes not in ('trained', 'both'):
-    raise ValueError(f"planes must be 'trained' or 'both', got {planes!r}.")
-  stride = config.eval.stride if stride is None else stride
-  mode = config.eval.mode if mode is None else mode
-  batch_size = config.eval.batch_size if batch_size is None else batch_size
-  patch_size = config.data.patch_size
-  params = generator_params(params)
-  check_generator_params(params, config.model, patch_size)
-  apply_fn = generator_apply_fn(config.model)
-
-  mesh = None
-  if jax.process_count() == 1 and jax.device_count() > 1:
-    mesh = jax.make_mesh((jax.device_count(),), (_DATA_AXIS,))
-  normalised = prepared.normalizer.forward(prepared.isotropic)
-  axes = prepared.lr_axes if planes == 'both' else prepared.lr_axes[:1]
-  thick_rows = _thick_on_rows(prepared)
-  bar = None
-  if progress is True:
-    bar = tqdm.tqdm(total=sum(normalised.shape[a] for a in axes),
-                    desc='super-resolving', unit='slice', dynamic_ncols=True)
-    progress = bar.update
-  elif progress is False:
-    progress = None
-  try:
-    total = np.zeros(normalised.shape, np.float32)
-    for axis in axes:
-      slices, transposed = _lr_stack(normalised, axis, prepared.thick_axis,
-                                     thick_rows)
-      out = reconstruct_slices(
-          apply_fn, params, slices, patch_size=patch_size, stride=stride,
-          patches_per_batch=batch_size, slices_per_chunk=slices_per_chunk,
-          mode=mode, mesh=mesh, progress=progress)
-      if transposed:
-        out = np.swapaxes(out, 1, 2)
-      total += volume_lib.from_plane_slices(out, axis)
-  finally:
-    if bar is not None:
-      bar.close()
-  return prepared.normalizer.inverse(total / len(axes))
-
-
-def super_resolve(
-    volume: np.ndarray,
-    affine: np.ndarray,
-    params: Any,
-    config: ml_collections.ConfigDict,
-    *,
-    stride: int | None = None,
-    mode: Mode | None = None,
-    planes: Planes = 'trained',
-    batch_size: int | None = None,
-    slices_per_chunk: int = 8,
-    progress: bool | Callable[[int], Any] = True,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Super-resolves an anisotropic volume with a trained CLADE generator.
-
-  The volume is prepared as in training (`preprocess.prepare_input`: thick axis
-  cubic-spline resampled to isotropic, robust percentiles of this volume's
-  acquired samples mapped to ``[-1, 1]``), every slice of the low-resolution plane goes through
-  G_X, and the result is mapped back to the input's intensity scale. Values
-  beyond the normaliser's percentiles were clipped on the way in, so the
-  output lies within them. From a notebook::
-
-    params, config = checkpointing.restore_params('runs/mri')
-    vol = volume.load_volume('scan.nii.gz')
-    sr, sr_affine = srr.super_resolve(vol.data, vol.affine, params, config)
-
-  Args:
-    volume: Raw 3D array in the input's intensity units.
-    affine: Its 4x4 voxel-to-world affine (mm).
-    params: A run's params (``{'G_X', ...}``, as `restore_params` returns)
-      or G_X's alone.
-    config: The run's config (``data``, ``model`` and ``eval`` are used).
-    stride: Sliding-window stride; default ``config.eval.stride``.
-    mode: ``'patch'`` or ``'full'`` (see `reconstruct_chunk`); default
-      ``config.eval.mode``.
-    planes: ``'trained'``: slices of ``config.data.lr_plane`` only. ``'both'``:
-      also the other low-resolution plane (slices transposed so the thick
-      direction lies as in training), the two results averaged.
-    batch_size: Patches per generator call; default ``config.eval.batch_size``.
-    slices_per_chunk: Slices per jitted call, see `reconstruct_slices`.
-    progress: ``True`` for a tqdm bar over slices, ``False`` for none, or a
-      callable given the number of slices finished after each chunk.
-
-  Returns:
-    ``(volume, affine)``: float32 isotropic volume and the affine of its grid
-    (`volume_lib.isotropic_geometry`), on which every original sample keeps
-    its world position.
-
-  Raises:
-    VolumeError: the volume cannot be prepared (e.g. it is isotropic).
-    GeneratorMismatchError: ``params`` do not fit ``config.model``.
-  """
-  prepared = preprocess.prepare_input(volume, affine, config.data)
-  output = reconstruct_volume(
-      prepared, params, config, stride=stride, mode=mode, planes=planes,
-      batch_size=batch_size, slices_per_chunk=slices_per_chunk,
-      progress=progress)
-  return output, prepared.affine

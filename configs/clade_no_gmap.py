@@ -2,14 +2,16 @@
 
     python train.py --config=configs/clade_no_gmap.py --config.data.root=DIR --workdir=runs/no_gmap
 
-Paper Sec. 4.7 (2): weight-demodulated generators, lambda_gmap = 0. Pass `:ct` for the
-CT base.
+Paper Sec. 4.7 (2): weight-demodulated generators, lambda_gmap = 0. Arguments combine
+(configs/common.py): `:ct` for the CT base, `:small`, `:demo`, e.g. `:ct,small`.
 """
 
-from configs import ct, mri
+from configs import common, ct, mri
 
 
 def get_config(arg=None):
-  config = ct.get_config() if arg == "ct" else mri.get_config(arg)
+  parts = common.parse_arg(arg, extra=("ct",))
+  base = ct if "ct" in parts else mri
+  config = base.get_config(",".join(sorted(parts - {"ct"})))
   config.loss.gmap = 0.0
   return config

@@ -4,14 +4,17 @@
 
 Paper Sec. 4.7 (1): same data, epochs and lambda_cyc/lambda_ident as CLADE. Expect
 blocky grid artefacts in sliding-window reconstructions (paper Fig. 4), and possibly mode
-collapse on CT (Fig. 16). Pass `:ct` for the CT base: --config=configs/cyclegan.py:ct.
+collapse on CT (Fig. 16). Arguments combine (configs/common.py): `:ct` for the CT base,
+`:small`, `:demo`, e.g. --config=configs/cyclegan.py:ct,small.
 """
 
-from configs import ct, mri
+from configs import common, ct, mri
 
 
 def get_config(arg=None):
-  config = ct.get_config() if arg == "ct" else mri.get_config(arg)
+  parts = common.parse_arg(arg, extra=("ct",))
+  base = ct if "ct" in parts else mri
+  config = base.get_config(",".join(sorted(parts - {"ct"})))
   config.model.generator_norm = "instance"
   config.loss.gmap = 0.0
   return config

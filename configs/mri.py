@@ -9,14 +9,19 @@ RTX A6000 the authors needed about 36 h for 10 epochs on 45 volumes. Watch
 `loss/cycle` and `loss/gmap` fall and the sample grids in WORKDIR/samples.
 
 Variants import this file and change only what differs. `--config=configs/mri.py:small`
-shrinks the networks and the run for a laptop check.
+shrinks the networks and the run for a laptop check, `:demo` trains on the bundled
+MNI152 demo volumes (configs/common.py).
 """
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  parts = common.parse_arg(arg)
   config = ml_collections.ConfigDict()
+  config.method = "clade"  # clade_jax/methods/clade.py: CLADE, its ablations and GLADE.
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
@@ -75,19 +80,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.mode = "patch"  # 'patch' (sliding window) or 'full' (whole slice).
   config.eval.batch_size = 256  # Patches per generator call at inference.
 
-  if arg == "small":
-    shrink(config)
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r}; use 'small' or nothing")
+  common.resize(config, parts)
   return config
-
-
-def shrink(config: ml_collections.ConfigDict) -> None:
-  """A laptop-sized run: narrow networks, few steps, frequent logs."""
-  config.model.features = 16
-  config.model.disc_features = 16
-  config.train.batch_size = 8
-  config.train.num_steps = 200
-  config.train.log_every = 10
-  config.train.sample_every = 100
-  config.ckpt.every = 100

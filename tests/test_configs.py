@@ -1,4 +1,5 @@
-"""Configs load, derive from the base, and document their command; README matches CI."""
+"""Configs: each builds a run of a real method, variants differ from their base only
+where the papers differ, arguments combine, and README/CI agree."""
 
 import importlib
 import pathlib
@@ -6,28 +7,68 @@ import re
 
 import pytest
 
+from clade_jax import methods
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
+                 if p.stem not in ("__init__", "common"))
+
+
+def get(name, arg=None):
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def differing_fields(a, b, prefix=""):
+  """Dotted names of the leaves where two configs differ."""
+  a, b = a.to_dict() if hasattr(a, "to_dict") else a, b.to_dict() if hasattr(b, "to_dict") else b
+  out = set()
+  for key in set(a) | set(b):
+    x, y = a.get(key), b.get(key)
+    if isinstance(x, dict) and isinstance(y, dict):
+      out |= differing_fields(x, y, f"{prefix}{key}.")
+    elif x != y:
+      out.add(f"{prefix}{key}")
+  return out
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_loads_and_its_docstring_gives_the_command(name):
+def test_config_builds_a_known_method_and_its_docstring_gives_the_command(name):
   module = importlib.import_module(f"configs.{name}")
   config = module.get_config()
-  assert {"data", "model", "loss", "train", "ckpt", "eval"} <= set(config.keys())
+  method = methods.of(config)
+  assert method.describe(config)
   assert f"--config=configs/{name}.py" in module.__doc__
 
 
-def test_paper_weights_and_ablations():
-  get = lambda name, arg=None: importlib.import_module(f"configs.{name}").get_config(arg)
-  mri, ct = get("mri"), get("ct")
-  assert (mri.loss.cyc, mri.loss.ident, mri.loss.gmap) == (1.0, 1.0, 5.0)
-  assert (ct.loss.cyc, ct.loss.ident, ct.loss.gmap) == (1.0, 1.0, 10.0)
-  assert (mri.eval.stride, ct.eval.stride) == (12, 6)
-  assert get("cyclegan").model.generator_norm == "instance" and get("cyclegan").loss.gmap == 0
-  assert get("clade_no_gmap").model.generator_norm == "demod"
-  assert get("clade_no_gmap", "ct").loss.gmap == 0 and get("cyclegan", "ct").eval.stride == 6
-  assert get("mri", "small").model.features < mri.model.features
+@pytest.mark.parametrize("name, base, fields, label", [
+    ("ct", "mri", {"loss.gmap", "eval.stride"}, "CLADE"),
+    ("clade_no_gmap", "mri", {"loss.gmap"}, "CLADE (no L_gmap)"),
+    ("cyclegan", "mri", {"loss.gmap", "model.generator_norm"}, "CycleGAN"),
+    ("glade", "mri", {"model.generator_norm", "data.patch_size", "loss.ident"}, "GLADE"),
+])
+def test_variants_differ_from_their_base_only_in_the_papers_fields(name, base, fields, label):
+  assert differing_fields(get(name), get(base)) == fields
+  assert methods.of(get(name)).describe(get(name)) == label
+
+
+def test_arguments_combine_and_apply_to_every_variant():
+  small_ct = get("cyclegan", "ct,small")
+  assert differing_fields(small_ct, get("cyclegan", "ct")) == differing_fields(
+      get("mri", "small"), get("mri"))
+  assert small_ct.eval.stride == get("ct").eval.stride
+  assert differing_fields(get("glade", "demo"), get("mri", "demo")) == differing_fields(
+      get("glade"), get("mri"))
+  assert differing_fields(get("demo"), get("mri", "demo")) == set()
+
+
+@pytest.mark.parametrize("name, arg, message", [
+    ("mri", "tiny", "unknown config argument tiny; use a comma-separated subset of small, demo"),
+    ("mri", "ct", "unknown config argument ct"),
+    ("cyclegan", "small,demo", "'small' and 'demo' exclude each other"),
+])
+def test_bad_arguments_are_named(name, arg, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    get(name, arg)
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,4 +1,4 @@
-"""Super-resolving a volume end to end: srr.super_resolve, inference.run and infer.py.
+"""Super-resolving a volume end to end: inference.super_resolve, inference.run and infer.py.
 
 One tiny workdir (4-feature generator, one residual block, random weights saved as a
 real checkpoint) and one small oblique thick-slice volume serve every test, so the
@@ -19,8 +19,9 @@ import pytest
 import infer
 from clade_jax import checkpointing
 from clade_jax import inference
-from clade_jax import srr
 from clade_jax import train
+from clade_jax.methods import clade
+from clade_jax.volume_srr import SROptions
 from clade_jax.data import volume as volume_lib
 from configs import mri
 from tests import phantoms
@@ -64,7 +65,7 @@ def workdir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("run"))
   config = tiny_config()
   checkpointing.write_config(path, config)
-  shapes = jax.eval_shape(lambda: train.init_state(config, train.init_key(0)))
+  shapes = jax.eval_shape(lambda: clade.init_state(config, train.init_key(0)))
   # Random weights drawn in numpy: compiling flax's initialisers costs seconds on CPU.
   rng = np.random.default_rng(0)
   state = jax.tree.map(lambda s: rng.normal(0.0, 0.3, s.shape).astype(s.dtype), shapes)
@@ -88,7 +89,7 @@ def scan(tmp_path_factory):
 def trained_plane(workdir, scan):
   params, config = checkpointing.restore_params(workdir)
   _, data, affine = scan
-  return srr.super_resolve(data, affine, params, config, progress=False)
+  return inference.super_resolve(data, affine, params, config, SROptions(progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +140,8 @@ def test_intensities_are_back_in_the_input_units(scan, trained_plane):
 def test_both_planes_run_and_differ_from_the_trained_plane(workdir, scan, trained_plane):
   params, config = checkpointing.restore_params(workdir)
   _, data, affine = scan
-  both, both_affine = srr.super_resolve(data, affine, params, config, planes="both",
-                                        progress=False)
+  both, both_affine = inference.super_resolve(data, affine, params, config,
+                                              SROptions(planes="both", progress=False))
   trained, _ = trained_plane
   assert both.shape == trained.shape
   np.testing.assert_allclose(both_affine, trained_plane[1])
@@ -152,7 +153,8 @@ def test_isotropic_volume_is_rejected(workdir):
   params, config = checkpointing.restore_params(workdir)
   data = phantoms.body_phantom((36, 36, 36))
   with pytest.raises(volume_lib.VolumeError, match="no thick-slice axis"):
-    srr.super_resolve(data, np.diag([1.0, 1.0, 1.1, 1.0]), params, config, progress=False)
+    inference.super_resolve(data, np.diag([1.0, 1.0, 1.1, 1.0]), params, config,
+                            SROptions(progress=False))
 
 
 def test_checkpoint_from_another_config_is_named(workdir, tmp_path):
@@ -164,8 +166,19 @@ def test_checkpoint_from_another_config_is_named(workdir, tmp_path):
   with open(os.path.join(other, checkpointing.CONFIG_FILE), "w") as f:
     json.dump(saved, f)
   with pytest.raises(checkpointing.CheckpointError,
-                     match=r"from another config.*features=8.*has shape"):
-    inference.load_generator(other)
+                     match=r"from another config.*CLADE networks.*features=8.*has shape"):
+    inference.load_params(other)
+
+
+def test_check_params_names_missing_and_extra_networks_and_layers(workdir):
+  params, config = checkpointing.restore_params(workdir)
+  inference.check_params(params, config)
+  config.model.num_blocks = 2
+  with pytest.raises(ValueError, match=r"G_X/ResidualBlock_1/\S+ is missing"):
+    inference.check_params(params, config)
+  config.model.num_blocks = 1
+  with pytest.raises(ValueError, match=r"^parameters .* E/Conv_0/bias is not in the model"):
+    inference.check_params(params | {"E": params["D_X"]}, config)
 
 
 # -------------------------------------------------------------------------- CLI

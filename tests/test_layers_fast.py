@@ -7,6 +7,7 @@ import pytest
 from jax import lax
 
 from clade_jax.models import PatchDiscriminator, ResnetGenerator
+from clade_jax.models import convolution
 from clade_jax.models import layers
 
 RTOL = 1e-4  # Relative to the largest reference value.
@@ -22,7 +23,7 @@ def assert_close(actual, expected, rtol=RTOL):
 
 def reference_conv(x, kernel, stride, padding):
   return lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
-                                  dimension_numbers=layers.DIMENSION_NUMBERS,
+                                  dimension_numbers=convolution.DIMENSION_NUMBERS,
                                   precision=lax.Precision.HIGHEST)
 
 
@@ -49,8 +50,7 @@ def values_and_grads(fn, x, kernel):
 def test_conv_function_matches_lax_conv(impl, kernel_size, stride, padding, c_out):
   x = jax.random.normal(jax.random.key(0), (2, 11, 9, 5))
   kernel = jax.random.normal(jax.random.key(1), (kernel_size, kernel_size, 5, c_out))
-  conv = lambda x, k: layers.Conv(c_out, kernel_size, stride, padding, use_bias=False,
-                                  conv_impl=impl).apply({"params": {"kernel": k}}, x)
+  conv = lambda x, k: convolution.conv(x, k, stride, padding, impl=impl)
   expected = values_and_grads(lambda x, k: reference_conv(x, k, stride, padding), x, kernel)
   for got, want in zip(values_and_grads(conv, x, kernel), expected):
     assert_close(got, want)
@@ -60,15 +60,17 @@ def test_conv_function_matches_lax_conv(impl, kernel_size, stride, padding, c_ou
 def test_conv_module_matches_xla_module(demodulate):
   x = jax.random.normal(jax.random.key(2), (2, 10, 10, 4))
   settings = [(1, 0), (1, 1), (2, 0), (2, 1)]  # (stride, padding)
-  make = lambda impl, stride, padding: layers.Conv(8, 3, stride, padding,
-                                                   demodulate=demodulate, conv_impl=impl)
-  params = make("xla", 1, 0).init(jax.random.key(3), x)
+  make = lambda stride, padding: layers.Conv(8, 3, stride, padding, demodulate=demodulate)
+  params = make(1, 0).init(jax.random.key(3), x)
   params = jax.tree.map(lambda p: p + 0.1, params)  # Non-zero bias.
 
   @jax.jit
   def outputs(params, x):
-    return {(impl, *s): make(impl, *s).apply(params, x)
-            for impl in ("xla", *FAST_IMPLS) for s in settings}
+    out = {}
+    for impl in ("xla", *FAST_IMPLS):
+      with convolution.use(impl):
+        out |= {(impl, *s): make(*s).apply(params, x) for s in settings}
+    return out
 
   out = outputs(params, x)
   for impl in FAST_IMPLS:
@@ -80,11 +82,14 @@ def test_conv_module_matches_xla_module(demodulate):
 @pytest.mark.parametrize("demodulate", [False, True])
 def test_conv_transpose_matches_lax_conv_transpose(kernel_size, demodulate):
   x = jax.random.normal(jax.random.key(4), (2, 5, 6, 3))
-  make = lambda conv_impl: layers.ConvTranspose(4, kernel_size, demodulate=demodulate,
-                                                conv_impl=conv_impl)
-  params = make("xla").init(jax.random.key(5), x)
-  apply = lambda impl: (lambda x, k: make(impl).apply(
-      {"params": {"kernel": k, "bias": params["params"]["bias"]}}, x))
+  layer = layers.ConvTranspose(4, kernel_size, demodulate=demodulate)
+  params = layer.init(jax.random.key(5), x)
+
+  def apply(impl):
+    def fn(x, k):
+      with convolution.use(impl):
+        return layer.apply({"params": {"kernel": k, "bias": params["params"]["bias"]}}, x)
+    return fn
   kernel = params["params"]["kernel"]
   expected = values_and_grads(apply("xla"), x, kernel)
   for impl in FAST_IMPLS:
@@ -92,7 +97,7 @@ def test_conv_transpose_matches_lax_conv_transpose(kernel_size, demodulate):
       assert_close(got, want)
 
 
-@pytest.mark.parametrize("transform", [layers.WINOGRAD_F2, layers.WINOGRAD_F4],
+@pytest.mark.parametrize("transform", [convolution.WINOGRAD_F2, convolution.WINOGRAD_F4],
                          ids=["F2", "F4"])
 def test_winograd_transforms_are_exact_in_one_dimension(transform):
   # A^T [(G g) * (B^T d)] = the correlation of d with g, in float64: the constants are right.
@@ -103,14 +108,14 @@ def test_winograd_transforms_are_exact_in_one_dimension(transform):
                              rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("transform", [layers.WINOGRAD_F2, layers.WINOGRAD_F4],
+@pytest.mark.parametrize("transform", [convolution.WINOGRAD_F2, convolution.WINOGRAD_F4],
                          ids=["F2", "F4"])
 @pytest.mark.parametrize("shape", [(1, 9, 12, 2), (1, 5, 4, 3), (2, 10, 10, 16), (1, 13, 7, 4)])
 def test_winograd_handles_odd_and_tiny_outputs(transform, shape):
   x = jax.random.normal(jax.random.key(6), shape)
   kernel = jax.random.normal(jax.random.key(7), (3, 3, shape[-1], 5))
   expected = values_and_grads(lambda x, k: reference_conv(x, k, 1, 0), x, kernel)
-  winograd = lambda x, k: layers.winograd_conv3x3(x, k, transform)
+  winograd = lambda x, k: convolution.winograd_conv3x3(x, k, transform)
   for got, want in zip(values_and_grads(winograd, x, kernel), expected):
     assert_close(got, want)
 
@@ -121,7 +126,7 @@ def test_winograd_f4_error_at_the_residual_blocks_size():
   x = jax.random.normal(jax.random.key(14), (2, 10, 10, 256))
   kernel = 0.02 * jax.random.normal(jax.random.key(15), (3, 3, 256, 256))
   expected = values_and_grads(lambda x, k: reference_conv(x, k, 1, 0), x, kernel)
-  for got, want in zip(values_and_grads(layers.winograd_conv3x3, x, kernel), expected):
+  for got, want in zip(values_and_grads(convolution.winograd_conv3x3, x, kernel), expected):
     assert_close(got, want)
 
 
@@ -134,9 +139,12 @@ def test_generator_and_discriminator_agree_across_impls(norm):
 
   @jax.jit
   def outputs(params, d_params, x):
-    return {impl: (ResnetGenerator(4, 1, norm, conv_impl=impl).apply(params, x),
-                   PatchDiscriminator(4, conv_impl=impl).apply(d_params, x))
-            for impl in ("xla", *FAST_IMPLS, "auto")}
+    out = {}
+    for impl in ("xla", *FAST_IMPLS, "auto"):
+      with convolution.use(impl):
+        out[impl] = (ResnetGenerator(4, 1, norm).apply(params, x),
+                     PatchDiscriminator(4).apply(d_params, x))
+    return out
 
   out = outputs(params, d_params, x)
   for impl in (*FAST_IMPLS, "auto"):
@@ -158,5 +166,20 @@ def test_bfloat16_keeps_float32_params_and_outputs_and_stays_close():
 
 
 def test_unknown_conv_impl_is_rejected():
-  with pytest.raises(ValueError, match="conv_impl"):
-    layers.Conv(4, 3, conv_impl="fft").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+  with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
+    with convolution.use("fft"):
+      pass
+  with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
+    convolution.conv(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 1)), impl="fft")
+
+
+def test_use_sets_the_formulation_for_the_block_only():
+  assert convolution.resolve("im2col") == "im2col"
+  with convolution.use("im2col"):
+    assert convolution.resolve() == "im2col"
+    with convolution.use("xla"):
+      assert convolution.resolve() == "xla"
+    assert convolution.resolve() == "im2col"
+  expected = "winograd" if jax.default_backend() == "cpu" else "xla"
+  with convolution.use("auto"):
+    assert convolution.resolve() == expected

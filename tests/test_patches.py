@@ -35,16 +35,16 @@ def contains(stack, patch):
 
 def test_prepare_volume_resamples_the_thick_axis_and_normalises(prepared):
   assert prepared.thick_axis == 2 and prepared.lr_axis == 0
-  assert prepared.acquired.shape == (40, 40, 10)
-  assert prepared.isotropic.shape == (40, 40, 37)
-  assert prepared.isotropic.min() >= -1 and prepared.isotropic.max() <= 1
-  np.testing.assert_allclose(prepared.isotropic[:, :, ::4], prepared.acquired, atol=1e-5)
+  assert prepared.normalised_acquired.shape == (40, 40, 10)
+  assert prepared.normalised_isotropic.shape == (40, 40, 37)
+  assert prepared.normalised_isotropic.min() >= -1 and prepared.normalised_isotropic.max() <= 1
+  np.testing.assert_allclose(prepared.normalised_isotropic[:, :, ::4], prepared.normalised_acquired, atol=1e-5)
 
 
 def test_domains_come_from_the_right_planes(prepared):
   source = patches_lib.UnpairedPatches([prepared], patch_size=16, seed=1)
-  lr_stack = volume_lib.plane_slices(prepared.isotropic, prepared.lr_axis)
-  hr_stack = volume_lib.plane_slices(prepared.acquired, prepared.thick_axis)
+  lr_stack = volume_lib.plane_slices(prepared.normalised_isotropic, prepared.lr_axis)
+  hr_stack = volume_lib.plane_slices(prepared.normalised_acquired, prepared.thick_axis)
   for i in range(3):
     pair = source.sample(i, i)
     assert pair["x"].shape == pair["y"].shape == (16, 16, 1)
@@ -78,8 +78,8 @@ def test_epoch_has_four_patches_per_usable_lr_slice_and_skips_holdout(prepared):
 
 def test_all_background_volume_is_a_clear_error(prepared):
   import dataclasses
-  empty = dataclasses.replace(prepared, isotropic=np.full_like(prepared.isotropic, -1.0),
-                              acquired=np.full_like(prepared.acquired, -1.0))
+  empty = dataclasses.replace(prepared, normalised_isotropic=np.full_like(prepared.normalised_isotropic, -1.0),
+                              normalised_acquired=np.full_like(prepared.normalised_acquired, -1.0))
   with pytest.raises(volume_lib.VolumeError, match="no slice has"):
     patches_lib.UnpairedPatches([empty], patch_size=16)
 

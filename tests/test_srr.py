@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from clade_jax import srr
-from clade_jax.data import preprocess
 
 PATCH = 32
 STRIDES = [1, 5, 6, 12, 32]
@@ -290,7 +289,8 @@ def test_rejects_unknown_mode():
 
 
 @pytest.mark.parametrize('shape', [(45, 70), (32, 32), (21, 50)])
-def test_full_mode_pointwise_generator(shape):
+@pytest.mark.parametrize('multiple', [1, 4])
+def test_full_mode_pointwise_generator(shape, multiple):
   seen = []
 
   def pointwise(params, x):
@@ -300,10 +300,10 @@ def test_full_mode_pointwise_generator(shape):
 
   slices = _random_slices(3, *shape)
   out = srr.reconstruct_slices(pointwise, None, slices, mode='full',
-                               slices_per_chunk=2)
+                               slices_per_chunk=2, size_multiple=multiple)
   np.testing.assert_allclose(out, np.tanh(3.0 * slices) + 0.5, atol=1e-6)
-  # Reflect-padded up to multiples of 4 for the generator's two downsamplings.
-  padded = tuple(-(-side // 4) * 4 for side in shape)
+  # Reflect-padded up to the size multiple (4 for two downsamplings by 2).
+  padded = tuple(-(-side // multiple) * multiple for side in shape)
   assert seen == [(2, *padded, 1)]
 
 
@@ -340,84 +340,3 @@ def test_sharded_over_data_mesh(tiny, mode):
   out = reconstruct(params, chunk)
   assert len(out.sharding.device_set) == jax.device_count()
   np.testing.assert_allclose(np.asarray(out), tiny[mode][:2], atol=1e-6)
-
-
-# ---------------------------------------------------------------- volume level
-
-
-def _thick_slice_file(path, thick_axis=1):
-  from tests import phantoms  # pylint: disable=g-import-not-at-top
-  return phantoms.thick_slice_volume(path, shape=(36, 40, 34), step=4,
-                                     thick_axis=thick_axis, seed=1)
-
-
-@pytest.mark.parametrize('lr_plane', ['auto', 'axial'])
-def test_prepare_input_is_the_training_preparation(tmp_path, lr_plane):
-  from clade_jax.data import patches, volume  # pylint: disable=g-import-not-at-top
-  from configs import mri  # pylint: disable=g-import-not-at-top
-  data_config = mri.get_config().data
-  data_config.lr_plane = lr_plane
-  path = _thick_slice_file(tmp_path / 'v.nii.gz')
-  trained = patches.prepare_volume(path, data_config)
-  vol = volume.load_volume(path)
-  prepared = preprocess.prepare_input(vol.data, vol.affine, data_config, name=path)
-  assert prepared.normalizer == trained.normalizer
-  assert (prepared.thick_axis, prepared.lr_axis) == (trained.thick_axis,
-                                                       trained.lr_axis)
-  np.testing.assert_array_equal(prepared.normalizer.forward(prepared.isotropic),
-                                trained.isotropic)
-
-
-def test_prepare_input_rejects_isotropic_and_2d():
-  from clade_jax.data import volume  # pylint: disable=g-import-not-at-top
-  from configs import mri  # pylint: disable=g-import-not-at-top
-  data_config = mri.get_config().data
-  data = _random_slices(20, 20, 20)
-  with pytest.raises(volume.VolumeError, match='scan.nii: nothing to super-resolve'):
-    preprocess.prepare_input(data, np.diag([1.0, 1.2, 1.0, 1.0]), data_config,
-                      name='scan.nii')
-  with pytest.raises(volume.VolumeError, match='3D'):
-    preprocess.prepare_input(data[0], np.eye(4), data_config)
-
-
-@pytest.mark.parametrize('thick_axis,lr_axis', [(0, 1), (0, 2), (1, 0), (1, 2),
-                                                (2, 0), (2, 1)])
-def test_both_planes_put_the_thick_direction_where_training_had_it(thick_axis,
-                                                                   lr_axis):
-  shape = [5, 6, 7]
-  data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
-  thick_rows = min(a for a in range(3) if a != lr_axis) == thick_axis
-  other = 3 - thick_axis - lr_axis
-  for axis in (lr_axis, other):
-    stack, transposed = srr._lr_stack(data, axis, thick_axis, thick_rows)
-    assert stack.shape[0] == shape[axis]
-    assert stack.shape[1 if thick_rows else 2] == shape[thick_axis]
-    back = np.swapaxes(stack, 1, 2) if transposed else stack
-    np.testing.assert_array_equal(np.moveaxis(back, 0, axis), data)
-  # Along the trained plane nothing is ever transposed.
-  assert not srr._lr_stack(data, lr_axis, thick_axis, thick_rows)[1]
-
-
-def _generator_shapes(features, num_blocks):
-  from configs import mri  # pylint: disable=g-import-not-at-top
-  from clade_jax import train  # pylint: disable=g-import-not-at-top
-  model_config = mri.get_config().model
-  model_config.features, model_config.num_blocks = features, num_blocks
-  generator, _ = train.create_models(model_config)
-  shapes = jax.eval_shape(generator.init, jax.random.key(0),
-                          jnp.zeros((1, PATCH, PATCH, 1)))['params']
-  return model_config, shapes
-
-
-def test_check_generator_params_names_the_mismatch():
-  model_config, shapes = _generator_shapes(4, 1)
-  srr.check_generator_params({'G_X': shapes, 'G_Y': None}, model_config)
-  srr.check_generator_params(shapes, model_config)
-  _, wider = _generator_shapes(8, 1)
-  with pytest.raises(srr.GeneratorMismatchError,
-                     match=r'features=4, num_blocks=1.*kernel has shape .* expects'):
-    srr.check_generator_params(wider, model_config)
-  _, deeper = _generator_shapes(4, 2)
-  with pytest.raises(srr.GeneratorMismatchError,
-                     match=r'ResidualBlock_1/\S+ is not in the model'):
-    srr.check_generator_params(deeper, model_config)

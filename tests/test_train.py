@@ -1,4 +1,4 @@
-"""Train step invariants and an end-to-end run with checkpoint + resume on 2 devices."""
+"""CLADE's train step invariants, and the shared driver end to end on 2 devices."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clade_jax import checkpointing, metric_writer, train
+from clade_jax.methods import clade
 from configs import mri
 from tests import phantoms
 
@@ -44,11 +45,11 @@ def data_root(tmp_path_factory):
 
 def test_each_network_gets_only_the_gradient_of_its_own_loss(data_root):
   config = tiny_config(data_root)
-  generator, discriminator = train.create_models(config.model)
-  params = train.init_state(config, train.init_key(0)).params
+  generator, discriminator = clade.create_models(config.model)
+  params = clade.init_state(config, train.init_key(0)).params
   rng = np.random.default_rng(0)
   batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 16, 16, 1)), jnp.float32) for k in "xy"}
-  run = lambda p: train.compute_losses(p, batch, generator, discriminator, config.loss)
+  run = lambda p: clade.compute_losses(p, batch, generator, discriminator, config.loss)
   grads = jax.jit(lambda p: (
       jax.grad(lambda q: run(q)[0])(p),
       jax.grad(lambda q: run(q)[1]["generator"])(p),
@@ -64,10 +65,10 @@ def test_each_network_gets_only_the_gradient_of_its_own_loss(data_root):
 
 def test_generator_loss_is_the_weighted_sum_of_its_terms(data_root):
   config = tiny_config(data_root)
-  generator, discriminator = train.create_models(config.model)
-  params = train.init_state(config, train.init_key(0)).params
+  generator, discriminator = clade.create_models(config.model)
+  params = clade.init_state(config, train.init_key(0)).params
   batch = {k: jnp.full((2, 16, 16, 1), v) for k, v in (("x", 0.2), ("y", -0.4))}
-  _, m = jax.jit(lambda p: train.compute_losses(p, batch, generator, discriminator,
+  _, m = jax.jit(lambda p: clade.compute_losses(p, batch, generator, discriminator,
                                                  config.loss))(params)
   expected = (m["adversarial"] + config.loss.cyc * m["cycle"] + config.loss.ident * m["identity"]
               + config.loss.gmap * m["gmap"])
@@ -110,15 +111,20 @@ def test_too_small_patches_for_the_discriminator_are_a_config_error(data_root):
   config = tiny_config(data_root)
   config.model.disc_layers = 3
   with pytest.raises(ValueError, match="patch_size=16 is too small"):
-    train.init_state(config, train.init_key(0))
+    clade.init_state(config, train.init_key(0))
 
 
 def test_resume_with_another_architecture_is_refused(data_root, tmp_path):
   config = tiny_config(data_root)
-  checkpointing.write_config(str(tmp_path), config)
+  fields = clade.architecture_fields
+  checkpointing.write_config(str(tmp_path), config, fields)
   config.model.features = 8
   with pytest.raises(checkpointing.CheckpointError, match="model.features=4"):
-    checkpointing.write_config(str(tmp_path), config)
+    checkpointing.write_config(str(tmp_path), config, fields)
+  config.model.features = 4
+  config.method = "other"
+  with pytest.raises(checkpointing.CheckpointError, match="method='clade'"):
+    checkpointing.write_config(str(tmp_path), config, fields)
 
 
 @pytest.mark.parametrize("make_root, message", [

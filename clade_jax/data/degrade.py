@@ -16,9 +16,7 @@ truth without any interpolation of the truth.
 
 Example (the MNI152 demo: 1 mm template, 6 mm coronal-thick slices)::
 
-  from nilearn import datasets
-  img = datasets.load_mni152_template(resolution=1)
-  truth = Volume(np.asarray(img.get_fdata(), np.float32), img.affine)
+  truth = demo.load_template()
   lr = degrade(truth, thick_axis=1, spacing_mm=6.0)   # Gaussian, FWHM 6 mm
 """
 

@@ -22,6 +22,7 @@ SPACING_MM = 6.0
 
 
 def load_template() -> volume_lib.Volume:
+  """The nilearn MNI152 2009 T1 template at 1 mm (197 x 233 x 189, RAS, intensities 0..1)."""
   try:
     from nilearn import datasets
   except ImportError:

@@ -19,6 +19,7 @@ import os
 import grain
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
@@ -26,14 +27,31 @@ from clade_jax.data import volume as volume_lib
 
 @dataclasses.dataclass(frozen=True)
 class PreparedVolume:
-  """A training volume in the generator's intensity range, with its slicing axes."""
+  """A training volume: as inference prepares it, and both grids in network units.
+
+  Attributes:
+    path: the file it was read from.
+    scan: the volume as `preprocess.prepare_input` gives it (scan units, isotropic).
+    normalised_isotropic: ``scan.isotropic`` mapped to [-1, 1] by ``scan.normalizer``.
+    normalised_acquired: the acquired samples (original grid) mapped to [-1, 1].
+  """
 
   path: str
-  isotropic: np.ndarray  # [I, J, K] normalised, thick axis resampled.
-  acquired: np.ndarray  # [I, J, K] normalised, original grid.
-  thick_axis: int
-  lr_axis: int
-  normalizer: volume_lib.Normalizer
+  scan: preprocess.PreparedInput
+  normalised_isotropic: np.ndarray
+  normalised_acquired: np.ndarray
+
+  @property
+  def thick_axis(self) -> int:
+    return self.scan.thick_axis
+
+  @property
+  def lr_axis(self) -> int:
+    return self.scan.lr_axis
+
+  @property
+  def normalizer(self) -> volume_lib.Normalizer:
+    return self.scan.normalizer
 
 
 def list_volumes(root: str) -> list[str]:
@@ -62,8 +80,15 @@ def prepare_volume(path: str, data_config) -> PreparedVolume:
       raise volume_lib.VolumeError(
           f"{path}: {name} slices {shape} are smaller than the {data_config.patch_size}-pixel patch")
   norm = prepared.normalizer
-  return PreparedVolume(path, norm.forward(prepared.isotropic), norm.forward(vol.data),
-                        thick, lr_axis, norm)
+  return PreparedVolume(path, prepared, norm.forward(prepared.isotropic),
+                        norm.forward(vol.data))
+
+
+def prepare_volumes(data_config) -> list[PreparedVolume]:
+  """Every training volume of ``data_config.root``, prepared (with a progress bar)."""
+  paths = list_volumes(data_config.root)
+  with tqdm(paths, desc="preparing volumes", unit="vol", leave=False) as bar:
+    return [prepare_volume(p, data_config) for p in bar]
 
 
 class UnpairedPatches:
@@ -86,11 +111,14 @@ class UnpairedPatches:
     self.min_foreground = min_foreground
     self.threshold = -1.0 + 2.0 * background_level
     self.seed = seed
-    self.x_stacks = [volume_lib.plane_slices(v.isotropic, v.lr_axis) for v in volumes]
+    self.x_stacks = [volume_lib.plane_slices(v.normalised_isotropic, v.lr_axis)
+                     for v in volumes]
     if hr_slices == "acquired":
-      self.y_stacks = [volume_lib.plane_slices(v.acquired, v.thick_axis) for v in volumes]
+      self.y_stacks = [volume_lib.plane_slices(v.normalised_acquired, v.thick_axis)
+                       for v in volumes]
     elif hr_slices == "all":
-      self.y_stacks = [volume_lib.plane_slices(v.isotropic, v.thick_axis) for v in volumes]
+      self.y_stacks = [volume_lib.plane_slices(v.normalised_isotropic, v.thick_axis)
+                       for v in volumes]
     else:
       raise ValueError(f"data.hr_slices must be 'acquired' or 'all', got {hr_slices!r}")
     holdout = set(holdout)
@@ -146,12 +174,13 @@ class UnpairedPatches:
     return {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
 
 
-def make_dataset(source: UnpairedPatches, batch_size: int, *, seed: int,
+def make_dataset(source, batch_size: int, *, seed: int,
                  shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
   """Endless, per-epoch reshuffled batches of patch pairs for one host.
 
   Args:
-    source: the patch source.
+    source: random-access examples: ``len(source)`` per epoch and
+      ``source.sample(record, index)`` (see `clade_jax.methods`).
     batch_size: the host's batch size (global batch / number of hosts).
     seed: shuffle seed.
     shard_index: this host's index (jax.process_index()).

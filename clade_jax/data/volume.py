@@ -139,6 +139,27 @@ def find_thick_axis(spacing, *, min_ratio: float = 1.5, name: str = "volume") ->
   return axis
 
 
+def plane_name(affine: np.ndarray, axis: int) -> str:
+  """The anatomical plane ('sagittal', 'coronal', 'axial') of slices along voxel `axis`."""
+  code = nib.aff2axcodes(affine)[axis]
+  return next(plane for plane, normal in PLANE_NORMALS.items() if code in normal)
+
+
+def plane_axis(affine: np.ndarray, plane: str, among=(0, 1, 2)) -> int:
+  """The voxel axis (one of `among`) whose 2D slices are `plane`.
+
+  Raises:
+    ValueError: unknown plane name, or no axis in `among` has that plane's normal.
+  """
+  if plane not in PLANE_NORMALS:
+    raise ValueError(f"unknown plane {plane!r}; use {', '.join(PLANE_NORMALS)}")
+  for axis in among:
+    if plane_name(affine, axis) == plane:
+      return axis
+  raise ValueError(f"no voxel axis among {list(among)} is close to the {plane} normal "
+                   f"(orientation {''.join(nib.aff2axcodes(affine))})")
+
+
 def lr_slice_axis(affine: np.ndarray, thick_axis: int, plane: str = "auto") -> int:
   """The voxel axis to slice along to get low-resolution-plane slices.
 
@@ -151,13 +172,13 @@ def lr_slice_axis(affine: np.ndarray, thick_axis: int, plane: str = "auto") -> i
     return in_plane[0]
   if plane not in PLANE_NORMALS:
     raise ValueError(f"unknown plane {plane!r}; use auto, {', '.join(PLANE_NORMALS)}")
-  codes = nib.aff2axcodes(affine)
-  for axis in in_plane:
-    if codes[axis] in PLANE_NORMALS[plane]:
-      return axis
-  raise ValueError(
-      f"a {plane} slice is not a low-resolution plane here: the thick axis is voxel axis "
-      f"{thick_axis} ({codes[thick_axis]}), orientation {''.join(codes)}")
+  try:
+    return plane_axis(affine, plane, among=in_plane)
+  except ValueError:
+    codes = nib.aff2axcodes(affine)
+    raise ValueError(
+        f"a {plane} slice is not a low-resolution plane here: the thick axis is voxel axis "
+        f"{thick_axis} ({codes[thick_axis]}), orientation {''.join(codes)}") from None
 
 
 def isotropic_geometry(shape, affine, thick_axis: int, target_spacing: float | None = None):

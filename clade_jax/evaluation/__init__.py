@@ -19,10 +19,10 @@ Modules:
 * `metric_table`: the metric columns (label, direction, precision, order), `TRUTH_ROW`;
 * `statistics`: ANOVA, Tukey HSD, Friedman, Nemenyi, `compare_methods`;
 * `report`: metrics.csv, table.md and stats.md (`write_report`);
-* `figures`: box plots and orthogonal slices.
+* `figures`: box plots (the orthogonal-slice figure is `clade_jax.plotting`'s).
 """
 
-from clade_jax.evaluation.figures import plot_boxplots, plot_orthogonal_slices
+from clade_jax.evaluation.figures import plot_boxplots
 from clade_jax.evaluation.metric_table import TRUTH_ROW, MetricInfo, metric_columns, metric_info
 from clade_jax.evaluation.report import (SIGNIFICANCE_MARKS, atomic_write_text, stats_markdown,
                                          summary_table_markdown, write_report)
@@ -33,3 +33,4 @@ from clade_jax.evaluation.scoring import (NIFTI_SUFFIX_RE, AlignmentError, crop_
 from clade_jax.evaluation.statistics import (ALPHA, Comparison, compare_methods, complete_matrix,
                                              friedman, nemenyi, nemenyi_critical_difference,
                                              rank_matrix, repeated_measures_anova, tukey_hsd)
+from clade_jax.plotting import orthogonal_slices

@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 
 from clade_jax import metrics
-from clade_jax.data.volume import (PLANE_NORMALS, Volume, VolumeError, find_thick_axis,
-                                   is_nifti, load_volume, voxel_spacing)
-from clade_jax.evaluation.figures import plot_orthogonal_slices
+from clade_jax.data.volume import (Volume, VolumeError, find_thick_axis, is_nifti,
+                                   load_volume, plane_axis, plane_name, voxel_spacing)
 from clade_jax.evaluation.metric_table import TRUTH_ROW, metric_columns
 from clade_jax.evaluation.report import write_report
+from clade_jax.plotting import orthogonal_slices
 from clade_jax.evaluation.statistics import ALPHA
 
 NIFTI_SUFFIX_RE = re.compile(r"\.nii(\.gz)?$")
@@ -183,27 +183,9 @@ def crop_truth(truth: Volume, shape, affine: np.ndarray, atol_mm: float = 1e-3) 
   return np.array(truth.data[index], dtype=np.float32)
 
 
-def plane_axis(affine: np.ndarray, plane: str) -> int:
-  """The voxel axis whose 2D slices are `plane` ('sagittal', 'coronal', 'axial')."""
-  import nibabel as nib  # pylint: disable=g-import-not-at-top
-  if plane not in PLANE_NORMALS:
-    raise ValueError(f"unknown plane {plane!r}; use {', '.join(PLANE_NORMALS)}")
-  codes = nib.aff2axcodes(affine)
-  for axis, code in enumerate(codes):
-    if code in PLANE_NORMALS[plane]:
-      return axis
-  raise ValueError(f"no voxel axis is close to the {plane} normal (orientation {codes})")
-
-
 def low_resolution_planes(affine: np.ndarray, thick_axis: int) -> list[str]:
   """The anatomical planes containing the thick axis (where SRR is visible)."""
-  import nibabel as nib  # pylint: disable=g-import-not-at-top
-  codes = nib.aff2axcodes(affine)
-  planes = []
-  for axis in range(3):
-    if axis != thick_axis:
-      planes += [p for p, normal in PLANE_NORMALS.items() if codes[axis] in normal]
-  return planes
+  return [plane_name(affine, axis) for axis in range(3) if axis != thick_axis]
 
 
 # ----------------------------------------------------------------------------- ROIs
@@ -420,8 +402,8 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
     if figures:
       figure_path = os.path.join(out_dir, "figures", f"{subject}.png")
       view = roi.get("view")
-      plot_orthogonal_slices(({"truth": gt} if gt is not None else {}) | volumes,
-                             figure_path, view_mm=view, title=subject)
+      orthogonal_slices(({"truth": gt} if gt is not None else {}) | volumes,
+                        figure_path, view_mm=view, title=subject)
 
   table = pd.DataFrame(rows)
   metric_names = metric_columns(table.columns)

@@ -21,19 +21,16 @@ class PatchDiscriminator(nn.Module):
   Attributes:
     features: channels of the first layer (ndf; 64 in CycleGAN).
     num_layers: stride-2 layers (3 gives the 70x70 PatchGAN; a 32x32 patch gives 2x2).
-    conv_impl: convolution formulation, 'xla', 'im2col', 'winograd' or 'auto'
-      (models/layers.py); all give the same function and the same params.
     dtype: compute dtype of the activations; params and the logits stay float32.
   """
 
   features: int = 64
   num_layers: int = 3
-  conv_impl: str = "xla"
   dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(layers.Conv, kernel_size=4, padding=1, conv_impl=self.conv_impl)
+    conv = functools.partial(layers.Conv, kernel_size=4, padding=1)
     h = conv(self.features, strides=2)(x.astype(self.dtype))
     h = nn.leaky_relu(h, 0.2)
     for n in range(1, self.num_layers + 1):

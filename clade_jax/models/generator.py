@@ -23,12 +23,10 @@ NORMS = ("demod", "instance")
 class ResidualBlock(nn.Module):
   features: int
   norm: str = "demod"
-  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod",
-                             conv_impl=self.conv_impl)
+    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod")
     h = conv()(layers.reflect_pad(x, 1))
     h = nn.relu(_normalise(h, self.norm))
     h = conv()(layers.reflect_pad(h, 1))
@@ -43,8 +41,6 @@ class ResnetGenerator(nn.Module):
     num_blocks: residual blocks (6 in the paper).
     norm: 'demod' (CLADE) or 'instance' (conventional CycleGAN).
     out_channels: output channels; default the input's.
-    conv_impl: convolution formulation, 'xla', 'im2col', 'winograd' or 'auto'
-      (models/layers.py); all give the same function and the same params.
     dtype: compute dtype of the activations, e.g. 'bfloat16' on accelerators. Params
       stay float32; the output is float32 whatever this is.
   """
@@ -53,15 +49,13 @@ class ResnetGenerator(nn.Module):
   num_blocks: int = 6
   norm: str = "demod"
   out_channels: int | None = None
-  conv_impl: str = "xla"
   dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.norm not in NORMS:
       raise ValueError(f"unknown generator norm {self.norm!r}; use one of {NORMS}")
-    conv = functools.partial(layers.Conv, demodulate=self.norm == "demod",
-                             conv_impl=self.conv_impl)
+    conv = functools.partial(layers.Conv, demodulate=self.norm == "demod")
     f = self.features
     h = conv(f, 7)(layers.reflect_pad(x.astype(self.dtype), 3))
     h = nn.relu(_normalise(h, self.norm))
@@ -69,10 +63,9 @@ class ResnetGenerator(nn.Module):
       h = conv(f * mult, 3, strides=2, padding=1)(h)
       h = nn.relu(_normalise(h, self.norm))
     for _ in range(self.num_blocks):
-      h = ResidualBlock(f * 4, self.norm, self.conv_impl)(h)
+      h = ResidualBlock(f * 4, self.norm)(h)
     for mult in (2, 1):
-      h = layers.ConvTranspose(f * mult, demodulate=self.norm == "demod",
-                               conv_impl=self.conv_impl)(h)
+      h = layers.ConvTranspose(f * mult, demodulate=self.norm == "demod")(h)
       h = nn.relu(_normalise(h, self.norm))
     out = self.out_channels or x.shape[-1]
     h = conv(out, 7)(layers.reflect_pad(h, 3))

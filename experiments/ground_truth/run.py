@@ -26,24 +26,17 @@ import os
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from clade_jax import baselines, evaluation  # noqa: E402
 from clade_jax.data.degrade import degrade  # noqa: E402
-from clade_jax.data.volume import Volume, save_volume  # noqa: E402
+from clade_jax.data.demo import load_template  # noqa: E402
+from clade_jax.data.volume import save_volume  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 THICK_AXIS = 1  # A-P in the template's RAS voxel order
 FINE_MM = 1.0
-
-
-def load_truth() -> Volume:
-  """The nilearn MNI152 template at 1 mm (197 x 233 x 189, RAS, intensities 0..1)."""
-  from nilearn import datasets  # pylint: disable=g-import-not-at-top
-  image = datasets.load_mni152_template(resolution=1)
-  return Volume(np.asarray(image.get_fdata(), np.float32), np.asarray(image.affine, np.float64))
 
 
 def parse_args(argv=None):
@@ -72,7 +65,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
   args = parse_args(argv)
   start = time.time()
-  truth = load_truth()
+  truth = load_template()
   truth_dir = os.path.join(args.workdir, "truth")
   subjects = [f"mni152_phase{k}" for k in range(args.phases)]
   for subject in subjects:

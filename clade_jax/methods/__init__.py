@@ -1,0 +1,79 @@
+"""Methods: what the shared driver, inference and evaluation need from each method.
+
+`config.method` names a method; `get(name)` returns the module `clade_jax.methods.<name>`
+(or an object `register`ed under that name, e.g. by a test or a notebook). A method
+provides:
+
+  describe(config) -> str
+      Its name for logs and figure titles ("CLADE", "GLADE", "CycleGAN", ...).
+  architecture_fields: tuple[str, ...]
+      Dotted config fields that change parameter shapes; resuming a workdir whose
+      config.json differs in one of them is refused.
+  make_source(config, volumes, holdout) -> source
+      Training examples from the prepared volumes (`data.patches.PreparedVolume`):
+      `len(source)` examples an epoch, `source.sample(record, index)` a dict of float32
+      arrays, a pure function of (record, index). `holdout` lists the (volume, slice)
+      pairs of the trained low-resolution plane that must not be trained on.
+  init_state(config, rng) -> state
+      A pytree with `.step` and `.params` ({network: params}), usually a
+      `train_state.TrainState`. Traced under jit; `rng` is an 'rbg' key.
+  make_train_step(config) -> train_step(state, batch) -> (state, metrics)
+      Pure; jitted by the driver with the state donated, the batch sharded over the
+      'data' mesh axis. Metrics are scalars named 'loss/...' or 'grad_norm/...'.
+  make_sample_fn(config) -> sample(params, batch) -> {column title: [N, H, W, 1]}
+      The pictures of `samples/step_*.png` for a fixed batch of 8 examples.
+  super_resolve(params, config, prepared, options) -> np.ndarray
+      The isotropic volume, in the normalised units of `prepared.normalizer`, on
+      `prepared`'s grid (`data.preprocess.PreparedInput`); `options` is a
+      `volume_srr.SROptions`. Per-slice methods build it with
+      `volume_srr.reconstruct_planes`.
+  progress_metrics: tuple[str, ...] (optional)
+      Metric names shown on the progress bar.
+
+Shared code never imports a method module by name, so a new method touches its own
+module and its config only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+DEFAULT = "clade"  # Workdirs written before `config.method` existed hold CLADE runs.
+
+_registered: dict[str, Any] = {}
+
+
+class UnknownMethodError(ValueError):
+  """`config.method` names no method."""
+
+
+def register(name: str, method: Any) -> None:
+  """Makes `get(name)` return `method` (a module or any object with the attributes)."""
+  _registered[name] = method
+
+
+def available() -> list[str]:
+  """Names `get` accepts: the modules of this package and the registered methods."""
+  modules = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+  return sorted(set(modules) | set(_registered))
+
+
+def get(name: str) -> Any:
+  """The method called `name`.
+
+  Raises:
+    UnknownMethodError: no such method; the message lists the available ones.
+  """
+  if name in _registered:
+    return _registered[name]
+  if name in available():
+    return importlib.import_module(f"{__name__}.{name}")
+  raise UnknownMethodError(
+      f"config.method={name!r} is not a method; use one of {', '.join(available())}")
+
+
+def of(config) -> Any:
+  """The method a config (or a workdir's config.json) names."""
+  return get(config.get("method", DEFAULT))

@@ -1,0 +1,200 @@
+"""CLADE and its relatives: unpaired CycleGANs on 2D patches of the anisotropic volumes.
+
+One module, four systems, told apart by their config (`describe`):
+
+- CLADE (Pascale et al., preprint Sec. 4.2-4.3): demodulated ResNet generators, instance
+  norm PatchGANs, adversarial + cycle + identity + Sobel gradient-map losses
+  (`configs/mri.py`, `configs/ct.py`);
+- CLADE without L_gmap (`configs/clade_no_gmap.py`);
+- the conventional patch-based CycleGAN: instance norm in the generators, no L_gmap
+  (`configs/cyclegan.py`);
+- GLADE (the ISMRM abstract): the CycleGAN generator with instance norm, the gradient-map
+  loss, 92x92 patches and no identity loss (`configs/glade.py`).
+
+The four networks (G_X: X -> Y super-resolves, G_Y: Y -> X degrades, D_X, D_Y) keep
+their params in one pytree under one optax state. A single backward pass gives every
+gradient: the generator loss sees the discriminators through `stop_gradient`, and the
+discriminator loss sees the generated images through `stop_gradient`, so each network
+only receives the gradient of its own objective.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from clade_jax import losses
+from clade_jax import srr
+from clade_jax import volume_srr
+from clade_jax.config_validation import ConfigError
+from clade_jax.data import patches as patches_lib
+from clade_jax.models import PatchDiscriminator, ResnetGenerator
+from clade_jax.models import convolution
+from clade_jax.train_state import TrainState
+
+NETWORKS = ("G_X", "G_Y", "D_X", "D_Y")
+SAMPLE_COLUMNS = ("x (LR)", "G_X(x)", "G_Y(G_X(x))", "y (HR)", "G_Y(y)", "G_X(G_Y(y))")
+# The ResNet generator downsamples twice by 2: whole slices must have sides divisible by 4.
+SIZE_MULTIPLE = 4
+
+architecture_fields = ("model.generator_norm", "model.features", "model.num_blocks",
+                       "model.disc_features", "model.disc_layers")
+progress_metrics = ("loss/generator", "loss/cycle", "loss/D_Y")
+
+
+def describe(config) -> str:
+  """The system a config trains, in the papers' names."""
+  demod = config.model.generator_norm == "demod"
+  gmap = bool(config.loss.gmap)
+  if demod:
+    return "CLADE" if gmap else "CLADE (no L_gmap)"
+  return "GLADE" if gmap else "CycleGAN"
+
+
+def create_models(model_config) -> tuple[nn.Module, nn.Module]:
+  generator = ResnetGenerator(features=model_config.features,
+                              num_blocks=model_config.num_blocks,
+                              norm=model_config.generator_norm,
+                              dtype=model_config.get("dtype", "float32"))
+  discriminator = PatchDiscriminator(features=model_config.disc_features,
+                                     num_layers=model_config.disc_layers,
+                                     dtype=model_config.get("dtype", "float32"))
+  return generator, discriminator
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+  return optax.adam(train_config.learning_rate, b1=train_config.beta1, b2=train_config.beta2)
+
+
+def make_source(config, volumes, holdout) -> patches_lib.UnpairedPatches:
+  """Unpaired X (low-resolution plane) / Y (acquired high-resolution slices) patches."""
+  data = config.data
+  return patches_lib.UnpairedPatches(
+      volumes, patch_size=data.patch_size, patches_per_slice=data.patches_per_slice,
+      min_foreground=data.min_foreground, background_level=data.background_level,
+      hr_slices=data.hr_slices, holdout=holdout, seed=config.seed)
+
+
+def init_state(config, rng: jax.Array) -> TrainState:
+  generator, discriminator = create_models(config.model)
+  p = config.data.patch_size
+  dummy = jnp.zeros((1, p, p, 1), jnp.float32)
+  logits = jax.eval_shape(discriminator.init_with_output, rng, dummy)[0]
+  if 0 in logits.shape:
+    raise ConfigError(
+        f"data.patch_size={p} is too small for a PatchGAN with model.disc_layers="
+        f"{config.model.disc_layers}: use fewer layers or larger patches")
+  keys = dict(zip(NETWORKS, jax.random.split(rng, len(NETWORKS))))
+  params = {name: (generator if name.startswith("G") else discriminator).init(
+      keys[name], dummy)["params"] for name in NETWORKS}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=make_optimizer(config.train).init(params))
+
+
+def compute_losses(params, batch, generator, discriminator, loss_config):
+  """Total objective of all four networks and the per-term metrics."""
+  g = lambda name, images: generator.apply({"params": params[name]}, images)
+  frozen = jax.lax.stop_gradient(params)
+  d_frozen = lambda name, images: discriminator.apply({"params": frozen[name]}, images)
+  d = lambda name, images: discriminator.apply({"params": params[name]}, images)
+  x, y = batch["x"], batch["y"]
+
+  fake_y = g("G_X", x)  # Super-resolved LR patches.
+  fake_x = g("G_Y", y)  # Degraded HR patches.
+  cycled_x = g("G_Y", fake_y)
+  cycled_y = g("G_X", fake_x)
+  metrics = {}
+  metrics["adversarial"] = (
+      losses.generator_adversarial_loss(d_frozen("D_Y", fake_y), loss_config.gan)
+      + losses.generator_adversarial_loss(d_frozen("D_X", fake_x), loss_config.gan))
+  metrics["cycle"] = losses.l1(cycled_x, x) + losses.l1(cycled_y, y)
+  generator_loss = metrics["adversarial"] + loss_config.cyc * metrics["cycle"]
+  if loss_config.ident:
+    metrics["identity"] = losses.l1(g("G_X", y), y) + losses.l1(g("G_Y", x), x)
+    generator_loss += loss_config.ident * metrics["identity"]
+  if loss_config.gmap:
+    metrics["gmap"] = (losses.gradient_map_loss(x, cycled_x)
+                       + losses.gradient_map_loss(y, cycled_y))
+    generator_loss += loss_config.gmap * metrics["gmap"]
+
+  sg = jax.lax.stop_gradient
+  metrics["D_X"] = losses.discriminator_loss(d("D_X", x), d("D_X", sg(fake_x)), loss_config.gan)
+  metrics["D_Y"] = losses.discriminator_loss(d("D_Y", y), d("D_Y", sg(fake_y)), loss_config.gan)
+  metrics["generator"] = generator_loss
+  return generator_loss + metrics["D_X"] + metrics["D_Y"], metrics
+
+
+def train_step(state: TrainState, batch, *, generator, discriminator, optimizer, loss_config):
+  """One update of all four networks. Pure: jit it with the state donated."""
+  grad_fn = jax.grad(compute_losses, has_aux=True)
+  grads, metrics = grad_fn(state.params, batch, generator, discriminator, loss_config)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {f"loss/{k}": v for k, v in metrics.items()}
+  metrics.update({f"grad_norm/{k}": optax.tree.norm(v) for k, v in grads.items()})
+  return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def make_train_step(config):
+  generator, discriminator = create_models(config.model)
+  return functools.partial(train_step, generator=generator, discriminator=discriminator,
+                           optimizer=make_optimizer(config.train), loss_config=config.loss)
+
+
+def translate(params, generator, x, y):
+  """Both translations and cycles of a batch, for the sample grids (SAMPLE_COLUMNS)."""
+  g = lambda name, images: generator.apply({"params": params[name]}, images)
+  fake_y, fake_x = g("G_X", x), g("G_Y", y)
+  return (x, fake_y, g("G_Y", fake_y), y, fake_x, g("G_X", fake_x))
+
+
+def make_sample_fn(config):
+  generator, _ = create_models(config.model)
+
+  def sample(params, batch):
+    return dict(zip(SAMPLE_COLUMNS, translate(params, generator, batch["x"], batch["y"])))
+
+  return sample
+
+
+@functools.lru_cache(maxsize=8)
+def _apply_fn(model_config: ml_collections.FrozenConfigDict):
+  """G_X's ``apply_fn(params, x)``, one function object per model config.
+
+  The same object for equal configs, so the jitted reconstruction it is a static
+  argument of compiles once. It traces with the run's convolution formulation.
+  """
+  generator, _ = create_models(model_config)
+  impl = model_config.get("conv_impl", "auto")
+
+  def apply_fn(params, x):
+    with convolution.use(impl):
+      return generator.apply({"params": params}, x)
+
+  return apply_fn
+
+
+def generator_apply_fn(model_config):
+  """The super-resolving generator G_X as ``apply_fn(params, x)`` for `srr`."""
+  return _apply_fn(ml_collections.FrozenConfigDict(model_config))
+
+
+def super_resolve(params, config, prepared, options: volume_srr.SROptions):
+  """Every slice of the low-resolution plane(s) through G_X (paper Sec. 4.6)."""
+  options = options.with_defaults(config.eval)
+  apply_fn = generator_apply_fn(config.model)
+  mesh = volume_srr.default_mesh()
+
+  def slice_fn(slices, progress):
+    return srr.reconstruct_slices(
+        apply_fn, params["G_X"], slices, patch_size=config.data.patch_size,
+        stride=options.stride, patches_per_batch=options.batch_size,
+        slices_per_chunk=options.slices_per_chunk, mode=options.mode,
+        size_multiple=SIZE_MULTIPLE, mesh=mesh, progress=progress)
+
+  return volume_srr.reconstruct_planes(prepared, slice_fn, options)

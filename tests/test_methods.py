@@ -1,0 +1,146 @@
+"""A method defined entirely here trains and super-resolves through the shared code.
+
+The "toy" method scales the cubic-spline input by one learned number. It proves the
+method contract (clade_jax/methods/__init__.py): registering it is all it takes for
+the driver (checkpoint, resume, samples, held-out figure) and for inference.
+"""
+
+import json
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import optax
+import pytest
+
+from clade_jax import checkpointing, inference, methods, metric_writer, train, volume_srr
+from clade_jax.data import preprocess
+from clade_jax.data import volume as volume_lib
+from clade_jax.train_state import TrainState
+from configs import mri
+from tests import phantoms
+
+TARGET = 0.5  # The toy learns to scale its input by this.
+
+
+class _Source:
+  """Random 8x8 crops of low-resolution-plane slices; example i depends on i only."""
+
+  def __init__(self, volumes):
+    self.stacks = [volume_lib.plane_slices(v.normalised_isotropic, v.lr_axis) for v in volumes]
+
+  def __len__(self):
+    return 16
+
+  def sample(self, record, index):
+    rng = np.random.default_rng(index)
+    stack = self.stacks[record % len(self.stacks)]
+    s = rng.integers(len(stack))
+    r, c = rng.integers(0, stack.shape[1] - 8), rng.integers(0, stack.shape[2] - 8)
+    return {"x": stack[s, r:r + 8, c:c + 8, None].astype(np.float32)}
+
+
+def _init_state(config, rng):
+  del rng
+  params = {"net": {"scale": jnp.ones((), jnp.float32)}}
+  return TrainState(jnp.zeros((), jnp.int32), params,
+                    optax.sgd(config.train.learning_rate).init(params))
+
+
+def _make_train_step(config):
+  optimizer = optax.sgd(config.train.learning_rate)
+
+  def step(state, batch):
+    def loss(params):
+      x = batch["x"]
+      return jnp.mean(jnp.square(params["net"]["scale"] * x - TARGET * x))
+    value, grads = jax.value_and_grad(loss)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state)
+    return (TrainState(state.step + 1, optax.apply_updates(state.params, updates), opt_state),
+            {"loss/l2": value})
+
+  return step
+
+
+def _super_resolve(params, config, prepared, options):
+  scale = float(params["net"]["scale"])
+  return volume_srr.reconstruct_planes(prepared, lambda s, progress: s * scale, options)
+
+
+TOY = types.SimpleNamespace(
+    describe=lambda config: "Toy",
+    architecture_fields=("model.features",),
+    make_source=lambda config, volumes, holdout: _Source(volumes),
+    init_state=_init_state,
+    make_train_step=_make_train_step,
+    make_sample_fn=lambda config: lambda params, batch: {
+        "x": batch["x"], "scaled": params["net"]["scale"] * batch["x"]},
+    super_resolve=_super_resolve,
+)
+
+
+@pytest.fixture(scope="module")
+def toy_config(tmp_path_factory):
+  methods.register("toy", TOY)
+  root = tmp_path_factory.mktemp("data")
+  phantoms.thick_slice_volume(root / "a.nii.gz", seed=0)
+  config = mri.get_config()
+  config.method = "toy"
+  config.data.root = str(root)
+  config.data.num_threads = 1
+  config.train.batch_size = 4
+  config.train.learning_rate = 0.5
+  config.train.num_steps = 4
+  config.train.log_every = 1
+  config.train.sample_every = 2
+  config.ckpt.every = 2
+  return config
+
+
+def test_a_method_registered_in_a_test_trains_resumes_and_super_resolves(toy_config, tmp_path):
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  toy_config.train.num_steps = 6
+  final = train.train_and_evaluate(toy_config, straight)
+  toy_config.train.num_steps = 4
+  train.train_and_evaluate(toy_config, resumed)
+  toy_config.train.num_steps = 6
+  again = train.train_and_evaluate(toy_config, resumed)
+
+  assert int(again.step) == 6
+  np.testing.assert_allclose(again.params["net"]["scale"], final.params["net"]["scale"],
+                             rtol=1e-6)
+  scale = float(again.params["net"]["scale"])
+  assert abs(scale - TARGET) < 0.5 * abs(1.0 - TARGET)  # It learned something.
+  assert [m["step"] for m in metric_writer.read_metrics(resumed)] == [1, 2, 3, 4, 5, 6]
+  with open(os.path.join(resumed, "config.json")) as f:
+    assert json.load(f)["method"] == "toy"
+  for name in ("holdout_sr.png", "samples/step_0000006.png"):
+    assert os.path.exists(os.path.join(resumed, name)), name
+
+  # Shared inference: the output is the prepared input scaled in normalised units.
+  scan = phantoms.thick_slice_volume(tmp_path / "scan.nii.gz", seed=3)
+  output = str(tmp_path / "out.nii.gz")
+  result = inference.run(resumed, scan, output, progress=False, figure=True)
+  assert result.method == "Toy" and result.step == 6
+  source = volume_lib.load_volume(scan)
+  prepared = preprocess.prepare_input(source.data, source.affine, toy_config.data)
+  expected = prepared.normalizer.inverse(prepared.normalizer.forward(prepared.isotropic) * scale)
+  np.testing.assert_allclose(np.asarray(nib.load(output).dataobj), expected,
+                             rtol=1e-6, atol=1e-5 * (prepared.normalizer.hi - prepared.normalizer.lo))
+  assert os.path.exists(result.figure)
+
+
+def test_a_checkpoint_of_another_method_is_refused(toy_config, tmp_path):
+  checkpointing.write_config(str(tmp_path), toy_config, TOY.architecture_fields)
+  clade_config = mri.get_config()
+  with pytest.raises(checkpointing.CheckpointError, match="method='toy' but the config says 'clade'"):
+    checkpointing.write_config(str(tmp_path), clade_config)
+
+
+def test_unknown_method_lists_the_available_ones():
+  with pytest.raises(methods.UnknownMethodError, match=r"config.method='nope' .*clade"):
+    methods.get("nope")
+  assert "clade" in methods.available()
