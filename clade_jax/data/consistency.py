@@ -251,7 +251,9 @@ def project(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition, *,
   With ``regularisation`` lam = 0 this is the orthogonal projection onto
   {x : A x = lr}: the smallest change (Euclidean norm, per line) after which the
   slices are reproduced to float precision, leaving the part of x that the slices
-  cannot see untouched.
+  cannot see untouched. (For heavily overlapping slices, where some combinations of
+  slices are numerically undetermined, those combinations are left uncorrected
+  rather than divided by a near-zero singular value; `residual` shows what is left.)
 
   With lam > 0 it is the MAP estimate when the slices are noisy, ``lr = A x_true +
   n`` with n ~ N(0, sigma^2 I), and the method's output is a prior on the truth,
@@ -260,9 +262,9 @@ def project(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition, *,
   noise variance of the acquired slices over the expected squared error per voxel of
   the method's output (e.g. 2 % noise and a 10 % RMS error: lam = 0.04). A residual
   component along a singular direction of A with singular value s is shrunk by
-  lam / (s^2 + lam) instead of removed; for contiguous slices s^2 is about
-  1 / (slice thickness in voxels) for the smooth components, so lam well below that
-  trusts the slices, lam well above it trusts the output.
+  lam / (s^2 + lam) instead of removed; for contiguous slices s^2 is of the order of
+  1 / (slice thickness in voxels), so lam well below that trusts the slices, lam well
+  above it trusts the output.
 
   Magnitude-MRI noise is Rician, biased upwards in dark regions; projecting onto
   noisy slices imports that bias along with the information.
