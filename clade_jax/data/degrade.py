@@ -23,15 +23,13 @@ Example (the MNI152 demo: 1 mm template, 6 mm coronal-thick slices)::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 import numpy as np
-from scipy import special
 
+from clade_jax.data import slice_profile as slice_profile_lib
 from clade_jax.data.volume import Volume, VolumeError, load_volume, save_volume, voxel_spacing
 
-PROFILES = ("gaussian", "rect")
 NOISE_MODELS = ("rician", "gaussian")
 NOISE_UNITS = ("relative", "absolute")
 
@@ -39,55 +37,11 @@ NOISE_UNITS = ("relative", "absolute")
 # tissue level, low enough that a handful of hot voxels do not set the noise level.
 ROBUST_MAX_PERCENTILE = 99.5
 
-# A Gaussian profile is truncated where its tail weight is negligible (< 1e-7 of the
-# total beyond 5.3 sigma), then renormalised.
-_GAUSSIAN_TRUNCATE_SIGMAS = 5.3
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-
-
-def slice_profile(profile: str | np.ndarray, thickness_vox: float | None = None) -> np.ndarray:
-  """Weights of one slice over the fine voxels it covers, centred on a voxel.
-
-  Args:
-    profile: 'gaussian' (FWHM = thickness), 'rect' (a box of width = thickness), or
-      an explicit 1D kernel in fine voxels (odd length; its middle tap is the slice
-      centre).
-    thickness_vox: slice thickness in fine voxels; required for the named profiles.
-
-  Returns:
-    float64 weights of odd length 2r+1 summing to 1; tap i covers the fine voxel at
-    offset i - r from the slice centre. Named profiles are integrated exactly over
-    each voxel's extent [k - 1/2, k + 1/2], so a thickness that is not a whole number
-    of voxels gives partial edge weights instead of being rounded.
-
-  Raises:
-    ValueError: unknown profile, non-positive thickness, or an unusable kernel.
-  """
-  if isinstance(profile, str):
-    if profile not in PROFILES:
-      raise ValueError(f"unknown slice profile {profile!r}; use one of {PROFILES} or an array")
-    if thickness_vox is None or not thickness_vox > 0:
-      raise ValueError(f"slice thickness must be > 0 voxels, got {thickness_vox}")
-    if profile == "rect":
-      half = thickness_vox / 2.0
-      radius = int(math.ceil(half - 0.5 - 1e-9)) if half > 0.5 else 0
-      k = np.arange(-radius, radius + 1, dtype=np.float64)
-      overlap = np.clip(np.minimum(k + 0.5, half) - np.maximum(k - 0.5, -half), 0.0, None)
-      weights = overlap
-    else:
-      sigma = thickness_vox / _FWHM_PER_SIGMA
-      radius = max(1, int(math.ceil(_GAUSSIAN_TRUNCATE_SIGMAS * sigma)))
-      edges = (np.arange(-radius, radius + 2, dtype=np.float64) - 0.5) / (sigma * math.sqrt(2))
-      weights = 0.5 * np.diff(special.erf(edges))  # exact integral of the Gaussian per voxel
-  else:
-    weights = np.asarray(profile, dtype=np.float64)
-    if weights.ndim != 1 or weights.size % 2 == 0:
-      raise ValueError(
-          f"a slice kernel must be 1D with an odd number of taps (its middle tap is the "
-          f"slice centre), got shape {weights.shape}")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.sum() > 0:
-      raise ValueError("a slice kernel must be finite, non-negative and not all zero")
-  return weights / weights.sum()
+# The profile code is shared with the data-consistency projection (and SMORE), so the
+# simulator and everything that inverts it agree on what a slice is. The old names stay
+# importable from here.
+PROFILES = slice_profile_lib.PROFILES
+slice_profile = slice_profile_lib.centred_weights
 
 
 def slice_step(volume: Volume, thick_axis: int, spacing_mm: float) -> int:
