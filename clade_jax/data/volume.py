@@ -244,11 +244,23 @@ def load_volume(path: str | os.PathLike, *, volume_index: int | None = None,
 
 
 def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
-                like: Volume | None = None) -> None:
+                like: Volume | None = None, descrip: str | None = None) -> None:
   """Writes float32 NIfTI atomically, keeping the qform/sform codes of `like`.
 
   The file is written beside its destination and renamed into place, so a crash never
   leaves a half-written volume. Refuses to overwrite the volume `like` was read from.
+
+  Args:
+    path: destination, .nii or .nii.gz.
+    data: the 3D image.
+    affine: its voxel-to-world matrix.
+    like: the volume it derives from, for the qform/sform codes and units.
+    descrip: text for the header's 80-byte ``descrip`` field (provenance:
+      `clade_jax.provenance.descrip`); ASCII, at most 79 bytes.
+
+  Raises:
+    VolumeError: a path that is not NIfTI, or the input volume itself.
+    ValueError: a `descrip` that is not ASCII or is too long.
   """
   path = os.fspath(path)
   if not is_nifti(path):
@@ -263,6 +275,11 @@ def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
     image.header.set_xyzt_units(*like.header.get_xyzt_units())
   image.set_qform(affine, code=qcode)
   image.set_sform(affine, code=scode)
+  if descrip is not None:
+    encoded = descrip.encode("ascii")  # UnicodeEncodeError is a ValueError.
+    if len(encoded) > 79:  # char[80] with room for the NUL C readers expect.
+      raise ValueError(f"descrip is {len(encoded)} bytes; the NIfTI field holds 79")
+    image.header["descrip"] = encoded
   with atomic.atomic_path(path, suffix=".nii.gz" if path.endswith(".gz") else ".nii") as tmp:
     nib.save(image, tmp)
 
