@@ -44,6 +44,21 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--planes", choices=("trained", "both"), default="trained",
                       help="super-resolve the trained low-resolution plane, or both "
                            "low-resolution planes averaged (twice the time)")
+  parser.add_argument("--consistency", action=argparse.BooleanOptionalAction,
+                      help="project the output so that re-acquiring it with the slice "
+                           "profile (data.slice_profile, data.slice_thickness) gives the "
+                           "acquired slices (default eval.data_consistency)")
+  parser.add_argument("--volume-index", type=int, metavar="N",
+                      help="which volume of a 4D file (default data.volume_index)")
+  parser.add_argument("--complex", dest="complex_mode", choices=("refuse", "magnitude"),
+                      help="complex data: refuse it, or use the magnitude (default "
+                           "data.complex)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing --output (never the input)")
+  parser.add_argument("--jit-cache", metavar="DIR",
+                      help="persistent compilation cache (default "
+                           "$JAX_COMPILATION_CACHE_DIR or ~/.cache/clade_jax/jax; 'none' "
+                           "turns it off)")
   parser.add_argument("--no-figure", dest="figure", action="store_false",
                       help="do not write <output stem>_compare.png")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
@@ -56,13 +71,16 @@ def main(argv=None) -> int:
   # Imported after parsing so that --help answers without loading JAX.
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO.
-  from clade_jax import checkpointing, inference  # pylint: disable=g-import-not-at-top
+  from clade_jax import checkpointing, compilation_cache, inference  # pylint: disable=g-import-not-at-top
   from clade_jax.data import volume  # pylint: disable=g-import-not-at-top
 
+  compilation_cache.enable(args.jit_cache)
   try:
     result = inference.run(
         args.workdir, args.input, args.output, step=args.step, stride=args.stride,
         batch_size=args.batch_size, mode=args.mode, planes=args.planes,
+        data_consistency=args.consistency, volume_index=args.volume_index,
+        complex_mode=args.complex_mode, overwrite=args.overwrite,
         figure=args.figure, progress=args.progress)
   except (volume.VolumeError, checkpointing.CheckpointError, inference.UsageError) as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
@@ -75,6 +93,13 @@ def main(argv=None) -> int:
   how = "whole slices" if result.mode == "full" else f"stride {result.stride}"
   print(f"wrote {result.output} ({shape} voxels of {spacing} mm; {result.method} step "
         f"{result.step}, {how}, {result.planes} plane(s)) in {result.seconds:.1f} s")
+  if result.residual_before is not None:
+    before = result.residual_before["rms_relative"]
+    line = (f"slice residual (RMS of re-acquired minus acquired, of the input's robust "
+            f"range): {100 * before:.2f}%")
+    if result.residual_after is not None:
+      line += f" -> {100 * result.residual_after['rms_relative']:.2g}% after data consistency"
+    print(line)
   if result.figure:
     print(f"wrote {result.figure}")
   return 0

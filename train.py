@@ -3,7 +3,8 @@
     python train.py --config=configs/mri.py --config.data.root=DIR --workdir=runs/mri
 
 Any config field can be overridden: --config.train.batch_size=16. Re-running the same
-command resumes from the latest checkpoint in --workdir.
+command resumes from the latest checkpoint in --workdir, and loads the compiled train
+step from the compilation cache instead of compiling it again.
 """
 
 import sys
@@ -13,12 +14,17 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from clade_jax import config_validation
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuration file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and PNGs.")
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() first (one process per host; "
     "the coordinator is found from the cluster environment: TPU pods, SLURM, ...).")
+_JIT_CACHE = flags.DEFINE_string(
+    "jit_cache", None, "Persistent compilation cache directory (default "
+    "$JAX_COMPILATION_CACHE_DIR or ~/.cache/clade_jax/jax; 'none' turns it off).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,18 +33,26 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   import jax
 
-  from clade_jax import checkpointing, methods, train
-  from clade_jax.config_validation import ConfigError
+  from clade_jax import checkpointing, compilation_cache, methods, train
   from clade_jax.data import volume
 
+  try:
+    config = _CONFIG.value
+    config.get("method")  # config_flags reports a file that failed to load only on use.
+  except OSError as e:
+    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    sys.exit(f"error: --config: cannot load the config file ({reason})")
+  compilation_cache.enable(_JIT_CACHE.value)
   if _MULTIHOST.value:
     jax.distributed.initialize()
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except config_validation.ConfigError as e:
+    sys.exit("\n".join(f"error: {problem}" for problem in e.problems))
   except (volume.VolumeError, checkpointing.CheckpointError, train.TrainingDiverged,
-          ConfigError, methods.UnknownMethodError) as e:
+          methods.UnknownMethodError) as e:
     sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=config_validation.parse_flags)

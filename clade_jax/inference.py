@@ -26,6 +26,9 @@ import numpy as np
 from clade_jax import checkpointing
 from clade_jax import methods
 from clade_jax import plotting
+from clade_jax import provenance
+from clade_jax.data import consistency
+from clade_jax.data import patches
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
 from clade_jax.volume_srr import SROptions
@@ -49,14 +52,25 @@ class Result:
   planes: str
   method: str
   seconds: float
+  residual_before: dict[str, float] | None  # `consistency.residual` of the method's output
+  residual_after: dict[str, float] | None  # after the projection; None when off
+
+
+def _stem(output: str) -> str:
+  for suffix in sorted(volume_lib.NIFTI_SUFFIXES, key=len, reverse=True):
+    if output.endswith(suffix):
+      return output[:-len(suffix)]
+  return output
 
 
 def figure_path(output: str) -> str:
   """``<output stem>_compare.png`` beside ``output`` (stem without .nii/.nii.gz)."""
-  for suffix in sorted(volume_lib.NIFTI_SUFFIXES, key=len, reverse=True):
-    if output.endswith(suffix):
-      return output[:-len(suffix)] + '_compare.png'
-  return output + '_compare.png'
+  return _stem(output) + '_compare.png'
+
+
+def provenance_path(output: str) -> str:
+  """``<output stem>.json`` beside ``output``: how it was made (a BIDS-style sidecar)."""
+  return _stem(output) + '.json'
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -122,13 +136,15 @@ def load_params(workdir: str, step: int | None = None):
 
 
 def super_resolve(volume: np.ndarray, affine: np.ndarray, params, config,
-                  options: SROptions = SROptions()) -> tuple[np.ndarray, np.ndarray]:
+                  options: SROptions = SROptions(), *,
+                  data_consistency: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Super-resolves an anisotropic volume with a trained run's params.
 
   The volume is prepared as in training (`preprocess.prepare_input`: thick axis
   cubic-spline resampled to isotropic, robust percentiles of this volume's acquired
-  samples mapped to [-1, 1]), the run's method super-resolves it, and the result is
-  mapped back to the input's intensity scale. From a notebook::
+  samples mapped to [-1, 1]), the run's method super-resolves it, the result is mapped
+  back to the input's intensity scale and, with data consistency, projected so that
+  re-acquiring it gives the acquired slices. From a notebook::
 
     params, config, _ = inference.load_params('runs/mri')
     vol = volume.load_volume('scan.nii.gz')
@@ -141,6 +157,8 @@ def super_resolve(volume: np.ndarray, affine: np.ndarray, params, config,
     config: the run's config.
     options: stride, mode, planes, ... (`volume_srr.SROptions`); unset fields take
       the run's ``config.eval`` values.
+    data_consistency: project onto the acquired slices; default
+      ``config.eval.data_consistency``.
 
   Returns:
     ``(volume, affine)``: float32 isotropic volume and the affine of its grid
@@ -150,13 +168,44 @@ def super_resolve(volume: np.ndarray, affine: np.ndarray, params, config,
   Raises:
     VolumeError: the volume cannot be prepared (e.g. it is isotropic).
   """
-  prepared = preprocess.prepare_input(volume, affine, config.data)
-  return _super_resolve_prepared(prepared, params, config, options), prepared.affine
+  source = volume_lib.Volume(np.asarray(volume, np.float32), np.asarray(affine, np.float64))
+  prepared = preprocess.prepare_input(source.data, source.affine, config.data)
+  output, _ = _super_resolve_prepared(source, prepared, params, config, options,
+                                      data_consistency)
+  return output, prepared.affine
 
 
-def _super_resolve_prepared(prepared, params, config, options) -> np.ndarray:
+def _super_resolve_prepared(source, prepared, params, config, options, data_consistency):
+  """(output in scan units, (residual before, residual after or None))."""
   output = methods.of(config).super_resolve(params, config, prepared, options)
-  return prepared.normalizer.inverse(output)
+  output = prepared.normalizer.inverse(output)
+  if data_consistency is None:
+    data_consistency = config.eval.get("data_consistency", False)
+  try:
+    acquisition = acquisition_model(source, prepared, config.data)
+  except volume_lib.VolumeError:
+    if data_consistency:
+      raise
+    return output, (None, None)  # The residual is a report; without a model, none.
+  before = consistency.residual(output, source.data, acquisition)
+  if not data_consistency:
+    return output, (before, None)
+  output = consistency.project(
+      output, source.data, acquisition,
+      regularisation=config.eval.get("consistency_regularisation", 0.0))
+  return output, (before, consistency.residual(output, source.data, acquisition))
+
+
+def acquisition_model(source: volume_lib.Volume, prepared: preprocess.PreparedInput,
+                      data_config) -> consistency.Acquisition:
+  """The slice profile of ``config.data`` on the output grid (thickness 0 = spacing)."""
+  thickness = data_config.get("slice_thickness", 0.0) or None
+  try:
+    return consistency.for_grid(
+        source.data.shape, source.affine, prepared.isotropic.shape, prepared.affine,
+        prepared.thick_axis, thickness, data_config.get("slice_profile", "gaussian"))
+  except ValueError as e:
+    raise volume_lib.VolumeError(f"{source.name}: {e}") from None
 
 
 def _check_options(config, stride, batch_size, mode, planes) -> None:
@@ -182,6 +231,10 @@ def run(
     batch_size: int | None = None,
     mode: str | None = None,
     planes: str = 'trained',
+    data_consistency: bool | None = None,
+    volume_index: int | None = None,
+    complex_mode: str | None = None,
+    overwrite: bool = False,
     figure: bool = True,
     progress: bool = True,
 ) -> Result:
@@ -199,6 +252,12 @@ def run(
     batch_size: Patches per generator call; default ``eval.batch_size``.
     mode: ``'patch'`` or ``'full'``; default ``eval.mode``.
     planes: ``'trained'`` or ``'both'`` (see `volume_srr.SROptions`).
+    data_consistency: Project onto the acquired slices; default the run's
+      ``eval.data_consistency``.
+    volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.
+    complex_mode: 'refuse' or 'magnitude' for complex data; default the run's
+      ``data.complex``.
+    overwrite: Replace an existing output (never the input).
     figure: Also write `figure_path(output_path)`.
     progress: Show a progress bar over slices.
 
@@ -215,6 +274,10 @@ def run(
   if _same_file(output_path, input_path):
     raise volume_lib.VolumeError(
         f'{output_path}: refusing to overwrite the input volume; choose another --output')
+  if os.path.exists(output_path) and not overwrite:
+    raise UsageError(
+        f'{output_path}: exists already; pass --overwrite to replace it, or choose another '
+        '--output')
   if not os.path.isdir(workdir):
     raise checkpointing.CheckpointError(f'{workdir}: no such directory')
   config = checkpointing.load_config(workdir)
@@ -223,16 +286,29 @@ def run(
   except methods.UnknownMethodError as e:
     raise checkpointing.CheckpointError(f'{workdir}: {e}') from None
   _check_options(config, stride, batch_size, mode, planes)
-  source = volume_lib.load_volume(input_path)
+  load = patches.load_options(config.data)
+  if volume_index is not None:
+    load['volume_index'] = volume_index
+  if complex_mode is not None:
+    load['complex_mode'] = complex_mode
+  source = volume_lib.load_volume(input_path, **load)
   prepared = preprocess.prepare_input(source.data, source.affine, config.data, name=input_path)
   params, config, step = load_params(workdir, step)
 
   options = SROptions(stride=stride, mode=mode, batch_size=batch_size, planes=planes,
                       progress=progress)
-  output = _super_resolve_prepared(prepared, params, config, options)
-  volume_lib.save_volume(output_path, output, prepared.affine, like=source)
+  output, (before, after) = _super_resolve_prepared(source, prepared, params, config,
+                                                    options, data_consistency)
   options = options.with_defaults(config.eval)
   label = method.describe(config)
+  info = provenance.collect(config)
+  info['inference'] = {'input': os.path.abspath(input_path), 'step': step,
+                       'options': dataclasses.asdict(options),
+                       'residual_before': before, 'residual_after': after}
+  volume_lib.save_volume(output_path, output, prepared.affine, like=source,
+                         descrip=provenance.descrip(info, f'{config.get("method", "clade")} '
+                                                          f'step {step}'))
+  provenance.write(provenance_path(output_path), info)
   figure_file = None
   if figure:
     figure_file = figure_path(output_path)
@@ -245,7 +321,7 @@ def run(
       output=output_path, figure=figure_file, shape=output.shape,
       spacing=tuple(float(s) for s in volume_lib.voxel_spacing(prepared.affine)),
       step=step, stride=options.stride, mode=options.mode, planes=planes, method=label,
-      seconds=time.perf_counter() - start)
+      seconds=time.perf_counter() - start, residual_before=before, residual_after=after)
 
 
 def nearest_upsampled(source: volume_lib.Volume, prepared: preprocess.PreparedInput) -> np.ndarray:

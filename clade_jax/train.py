@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import time
 
 import grain
 import jax
@@ -22,14 +23,19 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from clade_jax import checkpointing
+from clade_jax import config_validation
 from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import plotting
+from clade_jax import provenance
 from clade_jax import volume_srr
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import volume as volume_lib
 from clade_jax.models import convolution
+
+
+PROVENANCE_FILE = "provenance.json"
 
 
 class TrainingDiverged(FloatingPointError):
@@ -72,7 +78,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
 
   Returns:
     The final train state.
+
+  Raises:
+    ConfigError: a config field out of range or not one of its values (before any
+      work starts), or a batch the devices cannot share.
   """
+  started = time.perf_counter()
+  config_validation.validate(config)
   method = methods.of(config)
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
@@ -84,6 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   volumes, source = build_data(config, method)
   num_steps = total_steps(config, source)
   checkpointing.write_config(workdir, config, method.architecture_fields)
+  if jax.process_index() == 0:
+    provenance.write(os.path.join(workdir, PROVENANCE_FILE), provenance.collect(config))
 
   # Networks read the convolution formulation when traced: every jitted function
   # below is first called inside this block.
@@ -95,11 +109,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     state = jax.jit(functools.partial(method.init_state, config),
                     out_shardings=replicated)(init_key(config.seed))
     return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                       step_fn, sample_fn, batch_sharding)
+                       step_fn, sample_fn, batch_sharding, started)
 
 
 def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding):
+                sample_fn, batch_sharding, started):
   dataset = patches_lib.make_dataset(
       source, config.train.batch_size // jax.process_count(), seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count())
@@ -131,12 +145,15 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
       state, metrics = step_fn(state, to_global(next(iterator)))
       step += 1
       bar.update(1)
-      log = step % config.train.log_every == 0 or step == num_steps
+      first = step == start + 1
+      log = step % config.train.log_every == 0 or step == num_steps or first
       save = step % config.ckpt.every == 0 or step == num_steps
       if log or save:  # A checkpoint must never hold NaN params.
         scalars = _check_finite(jax.device_get(metrics), step, workdir, mngr)
       if log:
         scalars["steps_per_second"] = bar.format_dict["rate"] or 0.0
+        if first:  # Loading, compiling and one step: what a compilation cache saves.
+          scalars["startup_seconds"] = time.perf_counter() - started
         if writer:
           writer.write_scalars(step, scalars)
         bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()

@@ -30,6 +30,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.thick_axis = -1  # Voxel axis of the thick slices; -1 detects it.
   config.data.lr_plane = "auto"  # LR slices: auto (first in-plane axis), sagittal, coronal, axial.
   config.data.target_spacing = 0.0  # Isotropic spacing in mm; 0 = finest in-plane spacing.
+  # A 4D file: which volume to use (-1: the file must hold one). Complex data: 'refuse'
+  # or 'magnitude' (|z|, the phase dropped).
+  config.data.volume_index = -1
+  config.data.complex = "refuse"
+  # The acquisition's slice profile along the thick axis, for data consistency: NIfTI
+  # stores the slice spacing, not the thickness. Thickness 0 = the spacing (no gap).
+  config.data.slice_thickness = 0.0
+  config.data.slice_profile = "gaussian"  # 'gaussian' (FWHM = thickness) or 'rect'.
   config.data.patch_size = 32
   config.data.patches_per_slice = 4
   # A patch is used if at least `min_foreground` of its pixels are brighter than
@@ -79,6 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.stride = 12  # Sliding-window stride at inference (paper Table 7).
   config.eval.mode = "patch"  # 'patch' (sliding window) or 'full' (whole slice).
   config.eval.batch_size = 256  # Patches per generator call at inference.
+  # Project the output onto the volumes that re-acquired with the slice profile give
+  # the acquired slices (clade_jax/data/consistency.py). Off: the paper has no such step.
+  config.eval.data_consistency = False
+  config.eval.consistency_regularisation = 0.0  # 0: exact; > 0: within the noise.
 
   common.resize(config, parts)
   return config

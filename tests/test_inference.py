@@ -210,6 +210,18 @@ def _bad_inputs(workdir, scan, tmp):
   untrained = tmp / "untrained"
   checkpointing.write_config(str(untrained), tiny_config())
   out = str(tmp / "out.nii.gz")
+  existing = tmp / "existing.nii.gz"
+  existing.write_bytes(b"an earlier result")
+  rgb = tmp / "rgb.nii.gz"
+  rgb_dtype = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+  nib.save(nib.Nifti1Image(np.zeros((20, 6, 20), rgb_dtype), np.diag([1.0, 4.0, 1.0, 1.0])),
+           str(rgb))
+  complex_path = write_volume(tmp / "complex.nii.gz", np.zeros((20, 6, 20)), np.eye(4))
+  nib.save(nib.Nifti1Image(np.ones((20, 6, 20), np.complex64), np.diag([1.0, 4.0, 1.0, 1.0])),
+           complex_path)
+  four_d = tmp / "four_d.nii.gz"
+  nib.save(nib.Nifti1Image(np.ones((20, 6, 20, 3), np.float32), np.diag([1.0, 4.0, 1.0, 1.0])),
+           str(four_d))
   return [
       ("missing file", [workdir, str(tmp / "nope.nii.gz"), out], "no such file"),
       ("corrupt file", [workdir, str(corrupt), out], "cannot read NIfTI"),
@@ -220,6 +232,13 @@ def _bad_inputs(workdir, scan, tmp):
       ("output is input", [workdir, scan[0], scan[0]], "refusing to overwrite the input"),
       ("not NIfTI", [workdir, scan[0], str(tmp / "out.png")], "output must end in"),
       ("stride above patch", [workdir, scan[0], out, "--stride", "40"], "--stride must be"),
+      ("existing output", [workdir, scan[0], str(existing)],
+       "exists already; pass --overwrite to replace it"),
+      ("RGB", [workdir, str(rgb), out], "colour image (NIfTI datatype RGB24)"),
+      ("complex", [workdir, complex_path, out], "pass --complex magnitude"),
+      ("4D", [workdir, str(four_d), out], "holding 3 volumes; pick one with --volume-index"),
+      ("volume index", [workdir, str(four_d), out, "--volume-index", "3"],
+       "volume index 3 is out of range"),
   ]
 
 
@@ -236,6 +255,38 @@ def test_cli_bad_inputs_give_one_line_and_exit_code_1(workdir, scan, tmp_path, c
     assert message in lines[0], (name, lines[0])
     assert not os.path.exists(tmp_path / "out.nii.gz"), name
   assert open(scan[0], "rb").read() == before
+  assert (tmp_path / "existing.nii.gz").read_bytes() == b"an earlier result"
+
+
+def test_cli_overwrite_replaces_an_existing_output_and_records_provenance(
+    workdir, scan, cli_output, tmp_path):
+  output = tmp_path / "again.nii.gz"
+  output.write_bytes(b"an earlier result")
+  assert infer.main(["--workdir", workdir, "--input", scan[0], "--output", str(output),
+                     "--no-progress", "--no-figure", "--overwrite"]) == 0
+  image = nib.load(str(output))
+  np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(nib.load(cli_output).dataobj))
+  assert image.header["descrip"].tobytes().decode().startswith("clade-jax ")
+  assert image.header["descrip"].tobytes().decode().rstrip("\x00").endswith("clade step 3")
+  with open(inference.provenance_path(str(output))) as f:
+    info = json.load(f)
+  assert info["config"]["method"] == "clade" and info["inference"]["step"] == 3
+  assert info["inference"]["input"] == os.path.abspath(scan[0])
+
+
+def test_data_consistency_makes_the_output_reproduce_the_acquired_slices(workdir, scan):
+  from clade_jax.data import consistency  # pylint: disable=g-import-not-at-top
+  params, config = checkpointing.restore_params(workdir)
+  _, data, affine = scan
+  options = SROptions(progress=False)
+  plain, out_affine = inference.super_resolve(data, affine, params, config, options)
+  consistent, _ = inference.super_resolve(data, affine, params, config, options,
+                                          data_consistency=True)
+  acquisition = consistency.for_grid(data.shape, affine, plain.shape, out_affine, 1)
+  span = float(np.percentile(data, 99.5) - np.percentile(data, 0.5))
+  assert consistency.residual(plain, data, acquisition)["rms"] > 1e-2 * span
+  np.testing.assert_allclose(np.einsum("sk,ikj->isj", acquisition.matrix, consistent), data,
+                             atol=1e-4 * span)
 
 
 def _infer(*args):

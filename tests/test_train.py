@@ -127,6 +127,34 @@ def test_resume_with_another_architecture_is_refused(data_root, tmp_path):
     checkpointing.write_config(str(tmp_path), config, fields)
 
 
+def test_bad_config_values_stop_before_any_work(tmp_path):
+  config = tiny_config(tmp_path / "no_such_data")  # Would fail later, when loading.
+  config.train.batch_size = -3
+  config.loss.gan = "wgan"
+  with pytest.raises(ValueError) as info:
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert info.value.problems == ["train.batch_size=-3 is out of range: must be >= 1",
+                                 "loss.gan='wgan' is not one of log, lsgan"]
+  assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.train.batchsize=3",
+     "error: unknown config field train.batchsize; did you mean train.batch_size?"),
+    ("--config.train.batch_size=-3", "error: train.batch_size=-3 is out of range: must be >= 1"),
+])
+def test_train_cli_reports_bad_config_fields_in_one_line(tmp_path, override, message):
+  import subprocess
+  import sys
+  result = subprocess.run(
+      [sys.executable, "train.py", "--config=configs/mri.py", override,
+       f"--workdir={tmp_path / 'run'}"],
+      cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True,
+      timeout=120)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines() == [message]
+
+
 @pytest.mark.parametrize("make_root, message", [
     (lambda tmp: tmp / "missing", "no NIfTI volumes"),
     (lambda tmp: (tmp / "bad.nii.gz").write_bytes(b"garbage" * 50) and tmp / "bad.nii.gz",

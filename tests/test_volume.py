@@ -147,3 +147,113 @@ def test_plane_slices_round_trip():
     stack = volume_lib.plane_slices(data, axis)
     assert stack.shape[0] == data.shape[axis]
     np.testing.assert_array_equal(volume_lib.from_plane_slices(stack, axis), data)
+
+
+RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+
+
+def _rgb(path):
+  data = np.zeros((6, 7, 8), dtype=RGB24)
+  data["G"] = 200
+  return write(path, data)
+
+
+def _complex(path):
+  return write(path, np.full((6, 7, 8), 3 + 4j, dtype=np.complex64))
+
+
+def _sheared(path):
+  affine = np.eye(4)
+  affine[0, 1] = 0.5  # Voxel axis 1 leans into axis 0: cos = 0.5 / sqrt(1.25).
+  return write(path, np.ones((6, 7, 8), np.float32), affine)
+
+
+def _zero_sform_column(path):
+  image = nib.Nifti1Image(np.ones((6, 7, 8), np.float32), np.diag([1.0, 1.0, 3.0, 1.0]))
+  sform = np.diag([1.0, 1.0, 3.0, 1.0])
+  sform[:3, 1] = 0.0
+  image.set_sform(sform, code=2)  # The qform (code 1) stays valid: readers could
+  image.set_qform(np.diag([1.0, 1.0, 3.0, 1.0]), code=1)  # silently pick either.
+  nib.save(image, str(path))
+  return str(path)
+
+
+@pytest.mark.parametrize("make, messages", [
+    (_rgb, ["colour image (NIfTI datatype RGB24)", "convert it to grayscale first"]),
+    (_complex, ["complex-valued image (NIfTI datatype COMPLEX64)",
+                "--complex magnitude (infer.py) or config.data.complex=magnitude (training)"]),
+    (lambda p: write(p, np.ones((6, 7, 8, 3), np.float32)),
+     ["4D shape (6, 7, 8, 3) holding 3 volumes",
+      "--volume-index N (infer.py) or config.data.volume_index=N (training), N in 0..2"]),
+    (_sheared, ["the voxel grid is sheared (voxel axes 0 and 1 meet at 63.43 degrees, not 90)",
+                "resample the volume onto one first"]),
+    (_zero_sform_column, ["the sform (sform_code 2) is singular (zero column for voxel axis 1)",
+                          "set sform_code to 0"]),
+], ids=["rgb", "complex", "4d_volumes", "shear", "sform_zero_column"])
+def test_unusable_voxel_types_and_geometry_are_refused_in_one_line(tmp_path, make, messages):
+  path = make(tmp_path / "bad.nii.gz")
+  with pytest.raises(VolumeError) as err:
+    volume_lib.load_volume(path)
+  text = str(err.value)
+  assert text.startswith(f"{path}: ") and "\n" not in text, text
+  for message in messages:
+    assert message in text
+
+
+def test_sheared_angle_is_the_angle_between_the_voxel_axes():
+  affine = np.eye(4)
+  affine[0, 1] = 0.5
+  angle, i, j = volume_lib.axis_angle(affine)
+  # Columns (1, 0, 0) and (0.5, 1, 0): cos = 0.5 / sqrt(1.25).
+  assert (i, j) == (0, 1)
+  assert angle == pytest.approx(np.degrees(np.arccos(0.5 / np.sqrt(1.25))), abs=1e-12)
+  assert volume_lib.axis_angle(oblique_affine((1.0, 2.0, 5.0)))[0] == pytest.approx(90.0)
+
+
+def test_oblique_and_flipped_orthogonal_grids_are_accepted(tmp_path):
+  affine = oblique_affine((1.2, 1.2, 6.6)) @ np.diag([-1.0, 1.0, 1.0, 1.0])
+  vol = volume_lib.load_volume(write(tmp_path / "o.nii.gz", np.ones((6, 7, 8), np.float32),
+                                     affine))
+  np.testing.assert_allclose(vol.affine, affine, atol=1e-5)
+
+
+def test_complex_magnitude_is_read_only_when_asked(tmp_path):
+  path = _complex(tmp_path / "c.nii.gz")
+  vol = volume_lib.load_volume(path, complex_mode="magnitude")
+  assert vol.data.dtype == np.float32
+  np.testing.assert_array_equal(vol.data, 5.0)  # |3 + 4i|
+  with pytest.raises(ValueError, match="complex_mode must be one of"):
+    volume_lib.load_volume(path, complex_mode="real")
+
+
+def test_volume_index_picks_one_volume_of_a_4d_file_and_is_range_checked(tmp_path):
+  data = np.stack([np.full((6, 7, 8), float(v), np.float32) for v in (10, 20, 30)], axis=-1)
+  data[0, 0, 0, 1] = -1.0  # Mark volume 1 so a transposed read would show.
+  path = write(tmp_path / "t.nii.gz", data)
+  vol = volume_lib.load_volume(path, volume_index=1)
+  np.testing.assert_array_equal(vol.data, data[..., 1])
+  for bad in (3, -1):
+    with pytest.raises(VolumeError) as err:
+      volume_lib.load_volume(path, volume_index=bad)
+    assert str(err.value) == (f"{path}: volume index {bad} is out of range: the file holds 3 "
+                              f"volumes (valid: 0..2)")
+  three_d = write(tmp_path / "s.nii.gz", data[..., 0])
+  np.testing.assert_array_equal(volume_lib.load_volume(three_d, volume_index=0).data, 10.0)
+  with pytest.raises(VolumeError, match="holds 1 volume \\(valid: 0..0\\)"):
+    volume_lib.load_volume(three_d, volume_index=1)
+
+
+def test_a_singular_qform_in_use_is_refused():
+  # nibabel repairs zero voxel sizes when it reads a file (with a warning), so a zero
+  # qform column only reaches the check through a header built in memory.
+  header = nib.Nifti1Header()
+  header.set_data_shape((6, 7, 8))
+  header.set_qform(np.eye(4), code=1)
+  header["pixdim"][2] = 0.0
+  with pytest.raises(VolumeError) as err:
+    volume_lib._check_header_transforms("q.nii", header)
+  assert str(err.value) == ("q.nii: the qform (qform_code 1) is singular (zero column for voxel "
+                            "axis 1); fix the header's qform or set qform_code to 0 to use the "
+                            "other transform")
+  header.set_qform(np.eye(4), code=0)  # Not in use: nothing to refuse.
+  volume_lib._check_header_transforms("q.nii", header)

@@ -69,9 +69,16 @@ def list_volumes(root: str) -> list[str]:
   return paths
 
 
+def load_options(data_config) -> dict:
+  """`volume.load_volume`'s options from a run's ``config.data``."""
+  index = data_config.get("volume_index", -1)
+  return dict(volume_index=None if index < 0 else index,
+              complex_mode=data_config.get("complex", "refuse"))
+
+
 def prepare_volume(path: str, data_config) -> PreparedVolume:
   """Loads one training volume and prepares it exactly as inference will."""
-  vol = volume_lib.load_volume(path)
+  vol = volume_lib.load_volume(path, **load_options(data_config))
   prepared = preprocess.prepare_input(vol.data, vol.affine, data_config, name=path)
   thick, lr_axis = prepared.thick_axis, prepared.lr_axis
   for name, shape, axis in (("resampled", prepared.isotropic.shape, lr_axis),

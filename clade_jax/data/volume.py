@@ -1,5 +1,10 @@
 """NIfTI volumes: loading with clear errors, thick-slice geometry, isotropic resampling.
 
+Loading refuses, in one line that names the file and the fix, anything that is not one
+real intensity per voxel on an orthogonal grid: colour (RGB) data, complex data unless
+the magnitude is asked for, a 4D file unless a volume index is given, a singular sform
+or qform, a sheared grid. Nothing is dropped or reinterpreted silently.
+
 Geometry convention. A volume is a 3D float32 array plus its 4x4 voxel-to-world affine
 (mm). The *thick axis* is the voxel axis with the large spacing. Resampling to isotropic
 only touches that axis: the new grid starts on the first original sample, steps by the
@@ -65,25 +70,155 @@ def is_nifti(path: str) -> bool:
   return str(path).endswith(NIFTI_SUFFIXES)
 
 
-def load_volume(path: str | os.PathLike) -> Volume:
+# How to handle a complex-valued image: refuse it, or keep the magnitude |z| when the
+# user asks (the phase is dropped, so it is never done silently).
+COMPLEX_MODES = ("refuse", "magnitude")
+
+# |cos| of the angle between two voxel axes above which the grid counts as sheared.
+# Orthogonal affines stored as float32 sforms are off by ~1e-7, far below this.
+SHEAR_TOLERANCE = 1e-3
+
+# Option names the command lines expose for the choices below, so that the errors can
+# tell the user exactly what to type.
+_VOLUME_INDEX_OPTIONS = "--volume-index N (infer.py) or config.data.volume_index=N (training)"
+_COMPLEX_OPTIONS = "--complex magnitude (infer.py) or config.data.complex=magnitude (training)"
+
+
+def _datatype_name(header) -> str:
+  """The NIfTI datatype as the standard names it (RGB24, COMPLEX64, ...)."""
+  code = int(header["datatype"])
+  try:
+    return nib.nifti1.data_type_codes.niistring[code].removeprefix("NIFTI_TYPE_")
+  except KeyError:
+    return f"code {code}"
+
+
+def _check_datatype(path: str, image, complex_mode: str) -> None:
+  """Refuses voxel types that are not one real intensity per voxel."""
+  dtype = image.get_data_dtype()
+  if dtype.fields is not None:  # RGB24, RGBA32: one record of channels per voxel.
+    raise VolumeError(
+        f"{path}: colour image (NIfTI datatype {_datatype_name(image.header)}); CLADE needs a "
+        f"single-channel intensity volume: convert it to grayscale first")
+  if np.issubdtype(dtype, np.complexfloating) and complex_mode != "magnitude":
+    raise VolumeError(
+        f"{path}: complex-valued image (NIfTI datatype {_datatype_name(image.header)}); "
+        f"CLADE needs real intensities: to use the magnitude |z| and drop the phase, pass "
+        f"{_COMPLEX_OPTIONS}")
+
+
+def _select_volume(path: str, shape: tuple[int, ...], volume_index: int | None):
+  """The index into the 4th axis to read, or None to read the array as it is."""
+  n_volumes = shape[3] if len(shape) == 4 else 1
+  if volume_index is None:
+    if len(shape) == 4 and n_volumes > 1:
+      raise VolumeError(
+          f"{path}: expected a 3D volume, got 4D shape {tuple(shape)} holding {n_volumes} "
+          f"volumes; pick one with {_VOLUME_INDEX_OPTIONS}, N in 0..{n_volumes - 1}")
+    return None
+  if isinstance(volume_index, bool) or not isinstance(volume_index, (int, np.integer)):
+    raise VolumeError(f"{path}: volume index must be an integer, got {volume_index!r}")
+  if not 0 <= volume_index < n_volumes:
+    raise VolumeError(
+        f"{path}: volume index {volume_index} is out of range: the file holds {n_volumes} "
+        f"volume{'s' if n_volumes > 1 else ''} (valid: 0..{n_volumes - 1})")
+  return int(volume_index) if len(shape) == 4 else None
+
+
+def _singular_columns(matrix: np.ndarray) -> list[int]:
+  """Voxel axes whose column of a 4x4 affine is (near) zero, relative to the largest."""
+  norms = np.linalg.norm(matrix[:3, :3], axis=0)
+  return [int(j) for j in np.flatnonzero(norms <= 1e-6 * max(norms.max(), 1e-30))]
+
+
+def _check_header_transforms(path: str, header) -> None:
+  """Refuses an sform or qform that is in use (code > 0) but cannot map voxels to mm.
+
+  Readers disagree about what to do with such a transform (nibabel returns it, others
+  fall back to the other transform or to the voxel sizes), so the geometry of the
+  output would depend on the reader: refuse instead of guessing. (nibabel already
+  replaces zero voxel sizes by 1 when it reads a file, so the qform check guards
+  headers built in memory or by other readers.)
+  """
+  for name, code_key, get in (("sform", "sform_code", header.get_sform),
+                              ("qform", "qform_code", header.get_qform)):
+    code = int(header[code_key])
+    if code <= 0:
+      continue
+    matrix = np.asarray(get(), dtype=np.float64)
+    if not np.all(np.isfinite(matrix)):
+      raise VolumeError(f"{path}: the {name} ({code_key} {code}) has non-finite entries; "
+                        f"fix the header's {name} or set {code_key} to 0")
+    zero = _singular_columns(matrix)
+    det = float(np.linalg.det(matrix[:3, :3]))
+    if zero or abs(det) < 1e-12:
+      what = (f"zero column for voxel axis {', '.join(map(str, zero))}" if zero
+              else f"determinant {det:.3g}")
+      raise VolumeError(f"{path}: the {name} ({code_key} {code}) is singular ({what}); fix "
+                        f"the header's {name} or set {code_key} to 0 to use the other transform")
+
+
+def axis_angle(affine: np.ndarray) -> tuple[float, int, int]:
+  """The angle between the two voxel axes of an affine that are furthest from perpendicular.
+
+  Args:
+    affine: a 4x4 (or 3x3) voxel-to-world matrix with non-zero columns.
+
+  Returns:
+    (angle in degrees in [0, 180], axis i, axis j); 90.0 for an orthogonal grid.
+  """
+  columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+  unit = columns / np.linalg.norm(columns, axis=0)
+  cosines = unit.T @ unit
+  i, j = max([(0, 1), (0, 2), (1, 2)], key=lambda p: abs(cosines[p]))
+  return float(np.degrees(np.arccos(np.clip(cosines[i, j], -1.0, 1.0)))), i, j
+
+
+def load_volume(path: str | os.PathLike, *, volume_index: int | None = None,
+                complex_mode: str = "refuse") -> Volume:
   """Reads a 3D NIfTI file as float32, failing with a one-line message on bad input.
 
-  A trailing singleton 4th dimension (common in converter output) is dropped.
+  A trailing singleton 4th dimension (common in converter output) is dropped. Every
+  error message names the file and, where the user can fix it, how.
+
+  Args:
+    path: a .nii or .nii.gz file.
+    volume_index: which volume of a 4D file (time series, multi-echo) to read, 0-based;
+      None requires a 3D file (or a singleton 4th axis). A 3D file has only volume 0.
+    complex_mode: 'refuse' (default) rejects complex-valued data; 'magnitude' reads
+      |z| and drops the phase.
+
+  Returns:
+    The `Volume`, with the affine nibabel resolves from the sform/qform.
 
   Raises:
-    VolumeError: missing, unreadable or corrupt file; not 3D; non-finite voxels;
-      a degenerate affine.
+    VolumeError: missing, unreadable or corrupt file; colour (RGB/RGBA) or, unless
+      asked, complex data; several volumes and no `volume_index` (or one out of range);
+      not 3D; non-finite voxels; a singular sform/qform in use; a degenerate or sheared
+      affine.
+    ValueError: an unknown `complex_mode` (a programming error, not bad input).
   """
+  if complex_mode not in COMPLEX_MODES:
+    raise ValueError(f"complex_mode must be one of {COMPLEX_MODES}, got {complex_mode!r}")
   path = os.fspath(path)
   if not os.path.exists(path):
     raise VolumeError(f"{path}: no such file")
   if not is_nifti(path):
     raise VolumeError(f"{path}: not a NIfTI file (expected {' or '.join(NIFTI_SUFFIXES)})")
+  read_errors = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
   try:
     image = nib.load(path)
-    data = np.asarray(image.dataobj, dtype=np.float32)
-  except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as e:
+  except read_errors as e:
     raise VolumeError(f"{path}: cannot read NIfTI ({type(e).__name__}: {e})") from None
+  _check_datatype(path, image, complex_mode)
+  index = _select_volume(path, image.shape, volume_index)
+  try:
+    raw = np.asarray(image.dataobj if index is None else image.dataobj[..., index])
+  except read_errors as e:
+    raise VolumeError(f"{path}: cannot read NIfTI ({type(e).__name__}: {e})") from None
+  if np.iscomplexobj(raw):  # Only reached with complex_mode='magnitude'.
+    raw = np.abs(raw)
+  data = raw.astype(np.float32, copy=False)
   if data.ndim == 4 and data.shape[3] == 1:
     data = data[..., 0]
   if data.ndim != 3:
@@ -93,18 +228,39 @@ def load_volume(path: str | os.PathLike) -> Volume:
   bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
   if bad:
     raise VolumeError(f"{path}: {bad} voxels are NaN or Inf")
+  _check_header_transforms(path, image.header)
   affine = np.asarray(image.affine, dtype=np.float64)
   if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
     raise VolumeError(f"{path}: degenerate voxel-to-world affine")
+  # The thick-axis resampling rescales one affine column and assumes the others are
+  # perpendicular to it; on a sheared grid the output voxels would not be isotropic.
+  angle, i, j = axis_angle(affine)
+  if abs(np.cos(np.radians(angle))) > SHEAR_TOLERANCE:
+    raise VolumeError(
+        f"{path}: the voxel grid is sheared (voxel axes {i} and {j} meet at {angle:.2f} "
+        f"degrees, not 90); CLADE needs an orthogonal voxel grid: resample the volume onto "
+        f"one first")
   return Volume(data=data, affine=affine, header=image.header, path=path)
 
 
 def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
-                like: Volume | None = None) -> None:
+                like: Volume | None = None, descrip: str | None = None) -> None:
   """Writes float32 NIfTI atomically, keeping the qform/sform codes of `like`.
 
   The file is written beside its destination and renamed into place, so a crash never
   leaves a half-written volume. Refuses to overwrite the volume `like` was read from.
+
+  Args:
+    path: destination, .nii or .nii.gz.
+    data: the 3D image.
+    affine: its voxel-to-world matrix.
+    like: the volume it derives from, for the qform/sform codes and units.
+    descrip: text for the header's 80-byte ``descrip`` field (provenance:
+      `clade_jax.provenance.descrip`); ASCII, at most 79 bytes.
+
+  Raises:
+    VolumeError: a path that is not NIfTI, or the input volume itself.
+    ValueError: a `descrip` that is not ASCII or is too long.
   """
   path = os.fspath(path)
   if not is_nifti(path):
@@ -119,6 +275,11 @@ def save_volume(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
     image.header.set_xyzt_units(*like.header.get_xyzt_units())
   image.set_qform(affine, code=qcode)
   image.set_sform(affine, code=scode)
+  if descrip is not None:
+    encoded = descrip.encode("ascii")  # UnicodeEncodeError is a ValueError.
+    if len(encoded) > 79:  # char[80] with room for the NUL C readers expect.
+      raise ValueError(f"descrip is {len(encoded)} bytes; the NIfTI field holds 79")
+    image.header["descrip"] = encoded
   with atomic.atomic_path(path, suffix=".nii.gz" if path.endswith(".gz") else ".nii") as tmp:
     nib.save(image, tmp)
 

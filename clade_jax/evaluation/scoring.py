@@ -15,6 +15,9 @@ Conventions chosen here (the paper does not say):
   methods of a subject: the truth's min-max when a truth is given, else the min-max
   of the first method listed (put the low-resolution input first). Values outside
   are clipped for PIQUE, so overshoot does not change the gray scale of the others.
+  PIQUE is given this range as its fixed gray scale and the centre/surround split of
+  the 14 columns outside the block centre, not MATLAB piqe's defaults (the input type's
+  range, piqe.m's surround columns), so the evaluation's numbers are unchanged.
 * The foreground mask of the truth-based metrics comes from the truth
   (`metrics.foreground_mask`), so every method is scored on the same voxels.
 """
@@ -269,7 +272,11 @@ def score_volume(volume: Volume, *, planes: dict[str, int], intensity_range,
   values: dict[str, float] = {}
   notes: list[str] = []
   for plane, axis in planes.items():
-    scores = metrics.pique_volume(data, axis, intensity_range=intensity_range)
+    # A fixed gray scale shared by every method (raw intensities are not on MATLAB's
+    # [0, 1], and per-volume scales would make methods incomparable) and the centre
+    # surround the reported PIQUE numbers were computed with; both deliberately not
+    # the MATLAB defaults of `metrics.pique` (see its module docstring).
+    scores = metrics.pique_volume(data, axis, gray_scale=intensity_range, surround="centre")
     values[f"pique_{plane}"] = float(np.nanmean(scores)) if np.any(np.isfinite(scores)) \
         else math.nan
   roi = roi or {}
