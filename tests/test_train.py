@@ -83,7 +83,8 @@ def test_non_finite_metrics_stop_training_with_a_clear_message(tmp_path):
 
 def test_train_resume_continues_steps_data_and_params(data_root, tmp_path):
   """4 steps + resume to 6 equals 6 steps in one go; 2 devices shard the batch."""
-  assert jax.device_count() == 2
+  if jax.default_backend() == "cpu":
+    assert jax.device_count() == 2  # conftest's fake devices: the batch is sharded.
   config = tiny_config(data_root)
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   config.train.num_steps = 6
