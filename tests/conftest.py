@@ -7,7 +7,10 @@ its resume) compile it once.
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# Two fake CPU devices; on a GPU, deterministic scatter-adds and reductions, so that a
+# run and its resume (or the CLI and the API) agree to float rounding, as on CPU.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
+                      "--xla_gpu_deterministic_ops=true")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",

@@ -148,7 +148,8 @@ def test_parse_flags_turns_config_flags_unknown_override_into_one_line(tmp_path)
         print("batch", CONFIG.value.train.batch_size)
       app.run(main, flags_parser=config_validation.parse_flags)
   """))
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+  env = dict(os.environ, PYTHONPATH=path, JAX_PLATFORMS="cpu")
 
   def run(*args):
     return subprocess.run([sys.executable, str(script), f"--config={ROOT}/configs/mri.py", *args],

@@ -14,6 +14,17 @@ RTOL = 1e-4  # Relative to the largest reference value.
 FAST_IMPLS = ("im2col", "winograd")
 
 
+@pytest.fixture(autouse=True)
+def _full_float32_matmuls():
+  """The formulations' algebra is under test, not the accelerator's matmul rounding.
+
+  On GPUs XLA runs float32 matmuls in TF32 by default (about 1e-3 relative error),
+  which the im2col and Winograd formulations, matmuls all the way, would inherit.
+  """
+  with jax.default_matmul_precision("highest"):
+    yield
+
+
 def assert_close(actual, expected, rtol=RTOL):
   actual, expected = np.asarray(actual), np.asarray(expected)
   assert actual.shape == expected.shape
