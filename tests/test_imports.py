@@ -7,6 +7,7 @@ the package inside one subprocess.
 """
 
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -69,8 +70,9 @@ def test_every_module_imports_on_its_own():
       "    del sys.modules[loaded]\n"
       "  importlib.import_module(name)\n"
       "print('ok', len(" + repr(names) + "))\n")
+  env = {"JAX_PLATFORMS": "cpu", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+         "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
   proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                        text=True, timeout=300, env={"JAX_PLATFORMS": "cpu",
-                                                     "PATH": "/usr/bin:/bin"})
+                        text=True, timeout=300, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip() == f"ok {len(names)}"
