@@ -47,7 +47,7 @@ The volume-level reconstruction (a prepared volume, both low-resolution planes, 
 input's units) is `clade_jax.volume_srr`; this module knows nothing of any method.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 import functools
 from typing import Any, Literal
 

@@ -1,4 +1,5 @@
-"""Unpaired training patches: domain X from low-resolution-plane slices, Y from high.
+"""Training data: prepared volumes and the grain pipeline every method shares, and
+CLADE's unpaired patches (domain X from low-resolution-plane slices, Y from high).
 
 Every volume is resampled to isotropic along its thick axis and normalised to [-1, 1].
 Domain X holds the slices of a low-resolution plane (they contain the thick axis);
