@@ -17,6 +17,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from clade_jax import atomic
+from clade_jax.methods import DEFAULT as DEFAULT_METHOD
 
 CONFIG_FILE = "config.json"
 
@@ -137,11 +138,10 @@ def get_field(config, dotted: str):
 
 
 def check_compatible(saved, config, workdir: str, architecture_fields=()) -> None:
-  # Configs from before `method` existed hold CLADE runs.
   for field in ("method", *architecture_fields):
     old, new = get_field(saved, field), get_field(config, field)
-    if field == "method":
-      old, new = old or "clade", new or "clade"
+    if field == "method":  # Configs from before `method` existed hold CLADE runs.
+      old, new = old or DEFAULT_METHOD, new or DEFAULT_METHOD
     if old != new:
       raise CheckpointError(
           f"{workdir}: holds a run with {field}={old!r} but the config says {new!r}; "
