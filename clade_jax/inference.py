@@ -107,6 +107,14 @@ def check_params(params, config) -> None:
                      f'config ({fields}): {shown}{more}')
 
 
+def method_of(workdir: str, config):
+  """The method a workdir's config names; CheckpointError when it names none."""
+  try:
+    return methods.of(config)
+  except methods.UnknownMethodError as e:
+    raise checkpointing.CheckpointError(f'{workdir}: {e}') from None
+
+
 def load_params(workdir: str, step: int | None = None):
   """A run's params and config, checked against each other.
 
@@ -125,8 +133,8 @@ def load_params(workdir: str, step: int | None = None):
   params, config = checkpointing.restore_params(workdir, step)
   if step is None:
     step = checkpointing.checkpoint_steps(workdir)[-1]
+  method_of(workdir, config)
   try:
-    methods.of(config)
     check_params(params, config)
   except ValueError as e:
     raise checkpointing.CheckpointError(
@@ -281,10 +289,7 @@ def run(
   if not os.path.isdir(workdir):
     raise checkpointing.CheckpointError(f'{workdir}: no such directory')
   config = checkpointing.load_config(workdir)
-  try:
-    method = methods.of(config)
-  except methods.UnknownMethodError as e:
-    raise checkpointing.CheckpointError(f'{workdir}: {e}') from None
+  method = method_of(workdir, config)
   _check_options(config, stride, batch_size, mode, planes)
   load = patches.load_options(config.data)
   if volume_index is not None:
