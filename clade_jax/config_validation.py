@@ -194,7 +194,9 @@ def _check_range(name: str, value: Any, spec: Range, reference_value: Any,
   return None
 
 
-def validate(config: Any, reference: Any = None) -> None:
+def validate(config: Any, reference: Any = None, *,
+             ranges: Mapping[str, Range] | None = None,
+             enums: Mapping[str, Sequence[str]] | None = None) -> None:
   """Checks a resolved config before any work starts.
 
   Args:
@@ -202,6 +204,9 @@ def validate(config: Any, reference: Any = None) -> None:
     reference: the method's default config; its fields are the valid ones. None skips
       the unknown-field check (command-line overrides of unknown fields already fail
       in `parse_flags`).
+    ranges: more numeric fields to check, on top of `RANGES` (a method's own fields:
+      its module's optional ``config_ranges``).
+    enums: more enumerated fields, on top of `ENUMS` (a method's ``config_enums``).
 
   Raises:
     ConfigError: one line per problem (in ``.problems``; str() joins them with '; '):
@@ -214,12 +219,12 @@ def validate(config: Any, reference: Any = None) -> None:
   for name in values:
     if name not in known:
       problems.append(closest_field_message(reference, name))
-  for name, spec in RANGES.items():
+  for name, spec in {**RANGES, **(ranges or {})}.items():
     if name in values:
       problem = _check_range(name, values[name], spec, known.get(name), values)
       if problem:
         problems.append(problem)
-  for name, choices in ENUMS.items():
+  for name, choices in {**ENUMS, **(enums or {})}.items():
     if name in values and values[name] not in choices:
       problems.append(f"{name}={values[name]!r} is not one of {', '.join(choices)}")
   if problems:

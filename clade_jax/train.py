@@ -84,8 +84,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
       work starts), or a batch the devices cannot share.
   """
   started = time.perf_counter()
-  config_validation.validate(config)
   method = methods.of(config)
+  config_validation.validate(config, ranges=getattr(method, "config_ranges", None),
+                             enums=getattr(method, "config_enums", None))
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))

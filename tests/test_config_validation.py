@@ -161,3 +161,14 @@ def test_parse_flags_turns_config_flags_unknown_override_into_one_line(tmp_path)
       "error: unknown config field train.batchsize; did you mean train.batch_size?")
   good = run("--config.train.batch_size=3")
   assert good.returncode == 0 and good.stdout.strip() == "batch 3"
+
+
+def test_a_methods_own_ranges_and_enums_are_checked_too():
+  config = {"sr": {"depth": 0, "upsampler": "shuffle"}}
+  with pytest.raises(ConfigError) as err:
+    config_validation.validate(
+        config, ranges={"sr.depth": config_validation.Range(1)},
+        enums={"sr.upsampler": ("interp", "none")})
+  assert len(err.value.problems) == 2
+  assert "sr.depth" in err.value.problems[0] and "sr.upsampler" in err.value.problems[1]
+  config_validation.validate(config)  # The shared tables alone know neither field.

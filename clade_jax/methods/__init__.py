@@ -29,6 +29,10 @@ provides:
       `volume_srr.reconstruct_planes`.
   progress_metrics: tuple[str, ...] (optional)
       Metric names shown on the progress bar.
+  config_ranges: {dotted field: config_validation.Range} (optional)
+  config_enums: {dotted field: (allowed values, ...)} (optional)
+      The method's own config fields, checked before any work starts like the shared
+      ones in `config_validation.RANGES` / `ENUMS`.
 
 Shared code never imports a method module by name, so a new method touches its own
 module and its config only.
