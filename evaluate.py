@@ -10,12 +10,19 @@ Example (the interpolation baselines of experiments/ground_truth on the MNI152 d
 
 Writes metrics.csv, table.md, stats.md, boxplots.png and figures/<subject>.png to --out;
 see clade_jax/evaluation/ for what each metric is and how the files look.
+
+A reader study's filled-in scoring sheet (kit from experiments/reader_study/make_kit.py)
+becomes the paper's ranking table (Friedman + Nemenyi) in --out/reader_ranking.md:
+
+  python evaluate.py --reader-scores scores_filled.csv --reader-key key.csv --out runs/rs
 """
 
 import argparse
+import os
 import sys
 
 from clade_jax import evaluation
+from clade_jax.evaluation import reader_study
 from clade_jax.data.volume import PLANE_NORMALS, VolumeError
 
 
@@ -34,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
              "ANOVA + Tukey HSD, Friedman + Nemenyi) need >= 2 methods and >= 2 subjects.",
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument(
-      "--method", action="append", type=_method, required=True, metavar="NAME=DIR_OR_GLOB",
+      "--method", action="append", type=_method, default=[], metavar="NAME=DIR_OR_GLOB",
       help="a method's output volumes: a directory (its .nii/.nii.gz files) or a quoted "
            "glob. Repeat for each method, in table order; put the baseline first, since "
            "significance marks refer to earlier methods.")
@@ -64,8 +71,16 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="significance level (default %(default)s)")
   parser.add_argument("--no-figures", dest="figures", action="store_false",
                       help="skip the per-subject orthogonal-slice figures")
+  parser.add_argument("--reader-scores", metavar="CSV",
+                      help="a reader study's filled-in scoring sheet (instead of --method)")
+  parser.add_argument("--reader-key", metavar="CSV",
+                      help="the key written with the reader-study kit")
   parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
   args = parser.parse_args(argv)
+  if bool(args.reader_scores) != bool(args.reader_key):
+    parser.error("--reader-scores and --reader-key go together")
+  if not args.method and not args.reader_scores:
+    parser.error("give --method NAME=DIR (repeatable) or --reader-scores with --reader-key")
   names = [name for name, _ in args.method]
   if len(set(names)) != len(names):
     parser.error(f"method names must be unique, got {names}")
@@ -75,10 +90,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
   args = parse_args(argv)
   try:
-    evaluation.evaluate(
-        dict(args.method), args.out, truth=args.truth, rois=args.rois, planes=args.planes,
-        thick_axis=args.thick_axis, subject_regex=args.subject_regex, figures=args.figures,
-        alpha=args.alpha)
+    if args.reader_scores:
+      table = reader_study.rankings(args.reader_scores, args.reader_key)
+      path = os.path.join(args.out, "reader_ranking.md")
+      evaluation.atomic_write_text(path, reader_study.ranking_report(table, args.alpha))
+      print(f"wrote {path}")
+    if args.method:
+      evaluation.evaluate(
+          dict(args.method), args.out, truth=args.truth, rois=args.rois, planes=args.planes,
+          thick_axis=args.thick_axis, subject_regex=args.subject_regex, figures=args.figures,
+          alpha=args.alpha)
   except (VolumeError, ValueError) as e:
     print(f"evaluate.py: error: {e}", file=sys.stderr)
     return 2
