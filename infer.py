@@ -4,7 +4,9 @@
 
 Writes a float32 isotropic volume whose affine puts it exactly on top of the input in
 any viewer (qform/sform codes kept), and scan_srr_compare.png beside it: the three
-orthogonal planes through the centre, input vs output, with a magnified inset.
+orthogonal planes through the centre, input vs output, with a magnified inset. Prints
+the input's and output's intensity ranges and how much of the input lay outside the
+intensity window the networks see (also in the scan_srr.json sidecar).
 """
 
 import argparse
@@ -22,8 +24,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       description=__doc__.split("\n\n")[0],
       epilog="The volume is prepared as in training (thick axis cubic-spline resampled "
-             "to isotropic, robust percentiles mapped to [-1, 1]) and mapped back to its "
-             "own intensity units. Defaults of --stride, --batch-size and --mode come "
+             "to isotropic, its intensity window mapped to [-1, 1]) and mapped back to its "
+             "own intensity units; voxels beyond the window keep their interpolated "
+             "values. Defaults of --stride, --batch-size and --mode come "
              "from the run's config.json (eval.*).")
   parser.add_argument("--workdir", required=True, help="training workdir (config.json and "
                       "checkpoints/)")
@@ -53,6 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--complex", dest="complex_mode", choices=("refuse", "magnitude"),
                       help="complex data: refuse it, or use the magnitude (default "
                            "data.complex)")
+  parser.add_argument("--outside-window", dest="outside", choices=("restore", "clip"),
+                      help="voxels beyond the intensity window the networks see: restore "
+                           "them from the interpolated input (keeps the scan's range), or "
+                           "clip them to the window as the paper does (default "
+                           "eval.outside_window, restore)")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace an existing --output (never the input)")
   parser.add_argument("--jit-cache", metavar="DIR",
@@ -64,6 +72,18 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar")
   return parser.parse_args(argv)
+
+
+def intensity_line(report: dict) -> str:
+  """One line: the input's and output's ranges and what lay outside the window."""
+  r = report
+  fmt = lambda pair: f"{pair[0]:.6g}..{pair[1]:.6g}"
+  what = ("restored from the input" if r.get("outside_window", "restore") == "restore"
+          else "clipped to the window")
+  return (f"intensities: input {fmt(r['input_range'])}, output {fmt(r['output_range'])}; "
+          f"window {fmt(r['window'])} ({r.get('normalization', 'percentile')}): "
+          f"{100 * r['below_window']:.2f}% of input voxels below it, "
+          f"{100 * r['above_window']:.2f}% above ({what})")
 
 
 def main(argv=None) -> int:
@@ -80,7 +100,7 @@ def main(argv=None) -> int:
         args.workdir, args.input, args.output, step=args.step, stride=args.stride,
         batch_size=args.batch_size, mode=args.mode, planes=args.planes,
         data_consistency=args.consistency, volume_index=args.volume_index,
-        complex_mode=args.complex_mode, overwrite=args.overwrite,
+        complex_mode=args.complex_mode, outside=args.outside, overwrite=args.overwrite,
         figure=args.figure, progress=args.progress)
   except (volume.VolumeError, checkpointing.CheckpointError, inference.UsageError) as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
@@ -93,6 +113,8 @@ def main(argv=None) -> int:
   how = "whole slices" if result.mode == "full" else f"stride {result.stride}"
   print(f"wrote {result.output} ({shape} voxels of {spacing} mm; {result.method} step "
         f"{result.step}, {how}, {result.planes} plane(s)) in {result.seconds:.1f} s")
+  if result.intensity is not None:
+    print(intensity_line(result.intensity))
   if result.residual_before is not None:
     before = result.residual_before["rms_relative"]
     line = (f"slice residual (RMS of re-acquired minus acquired, of the input's robust "

@@ -42,12 +42,14 @@ class Range:
     hi: upper bound, likewise.
     lo_exclusive: the lower bound itself is not allowed.
     hi_exclusive: the upper bound itself is not allowed.
+    size: how many values a sequence field holds; None: any number, or a scalar.
   """
 
   lo: float | str | None = None
   hi: float | str | None = None
   lo_exclusive: bool = False
   hi_exclusive: bool = False
+  size: int | None = None  # A sequence field's number of values.
 
 
 # Numeric fields and their ranges. A sequence value (data.percentiles) is checked
@@ -60,7 +62,8 @@ RANGES: dict[str, Range] = {
     "data.patches_per_slice": Range(1),
     "data.min_foreground": Range(0, 1),
     "data.background_level": Range(0, 1),
-    "data.percentiles": Range(0, 100),
+    "data.percentiles": Range(0, 100, size=2),
+    "data.intensity_window": Range(size=2),  # In the scan's units (HU for CT).
     "data.num_threads": Range(1),
     "data.prefetch": Range(0),
     "data.volume_index": Range(-1),  # -1: the file must hold one volume.
@@ -94,6 +97,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "data.hr_slices": ("acquired", "all"),
     "data.complex": ("refuse", "magnitude"),
     "data.slice_profile": ("gaussian", "rect"),
+    "data.normalization": ("percentile", "window"),
+    "eval.outside_window": ("restore", "clip"),
     "eval.mode": ("patch", "full"),
     "model.generator_norm": ("demod", "instance"),
     "model.conv_impl": ("auto", "xla", "im2col", "winograd"),
@@ -179,6 +184,9 @@ def _check_range(name: str, value: Any, spec: Range, reference_value: Any,
                  values: Mapping[str, Any]) -> str | None:
   """One problem line for a numeric field, or None when it is fine."""
   elements = list(value) if isinstance(value, (tuple, list)) else [value]
+  if spec.size is not None and (not isinstance(value, (tuple, list))
+                                or len(elements) != spec.size):
+    return f"{name}={value!r} must be {spec.size} numbers"
   if not elements or not all(_is_number(x) for x in elements):
     return f"{name}={value!r} is not a number"
   if isinstance(reference_value, int) and not isinstance(reference_value, bool):

@@ -2,7 +2,9 @@
 
 `run` loads the input and the run's params, lets the run's method super-resolve the
 prepared volume (`methods.<config.method>.super_resolve`), maps the result back to the
-input's units and writes it with `volume.save_volume` (atomic, the input's qform/sform
+input's units (`intensity.to_scan_units`: what lies outside the intensity window comes
+from the interpolated input, so no method flattens the brightest or darkest tissue)
+and writes it with `volume.save_volume` (atomic, the input's qform/sform
 codes kept, never over the input) plus an orthogonal-slice PNG:
 
     python infer.py --workdir runs/mri --input scan.nii.gz --output scan_srr.nii.gz
@@ -28,6 +30,7 @@ from clade_jax import methods
 from clade_jax import plotting
 from clade_jax import provenance
 from clade_jax.data import consistency
+from clade_jax.data import intensity
 from clade_jax.data import patches
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
@@ -54,6 +57,7 @@ class Result:
   seconds: float
   residual_before: dict[str, float] | None  # `consistency.residual` of the method's output
   residual_after: dict[str, float] | None  # after the projection; None when off
+  intensity: dict | None = None  # `intensity.report`: input/output ranges, the window
 
 
 def _stem(output: str) -> str:
@@ -149,10 +153,11 @@ def super_resolve(volume: np.ndarray, affine: np.ndarray, params, config,
   """Super-resolves an anisotropic volume with a trained run's params.
 
   The volume is prepared as in training (`preprocess.prepare_input`: thick axis
-  cubic-spline resampled to isotropic, robust percentiles of this volume's acquired
-  samples mapped to [-1, 1]), the run's method super-resolves it, the result is mapped
-  back to the input's intensity scale and, with data consistency, projected so that
-  re-acquiring it gives the acquired slices. From a notebook::
+  cubic-spline resampled to isotropic, its intensity window mapped to [-1, 1]), the
+  run's method super-resolves it, the result is mapped back to the input's intensity
+  scale (`intensity.to_scan_units`: voxels beyond the window keep the interpolated
+  input's values unless ``config.eval.outside_window='clip'``) and, with data
+  consistency, projected so that re-acquiring it gives the acquired slices. From a notebook::
 
     params, config, _ = inference.load_params('runs/mri')
     vol = volume.load_volume('scan.nii.gz')
@@ -183,10 +188,19 @@ def super_resolve(volume: np.ndarray, affine: np.ndarray, params, config,
   return output, prepared.affine
 
 
-def _super_resolve_prepared(source, prepared, params, config, options, data_consistency):
+def outside_window(config, override: str | None = None) -> str:
+  """How voxels beyond the intensity window come back: ``override`` or the run's
+  ``eval.outside_window`` ('restore' for runs that predate the field)."""
+  return override or config.eval.get('outside_window', 'restore')
+
+
+def _super_resolve_prepared(source, prepared, params, config, options, data_consistency,
+                            outside=None):
   """(output in scan units, (residual before, residual after or None))."""
   output = methods.of(config).super_resolve(params, config, prepared, options)
-  output = prepared.normalizer.inverse(output)
+  output = intensity.to_scan_units(output, prepared.isotropic, prepared.normalizer,
+                                   outside=outside_window(config, outside),
+                                   limits=prepared.acquired_range)
   if data_consistency is None:
     data_consistency = config.eval.get("data_consistency", False)
   try:
@@ -216,7 +230,7 @@ def acquisition_model(source: volume_lib.Volume, prepared: preprocess.PreparedIn
     raise volume_lib.VolumeError(f"{source.name}: {e}") from None
 
 
-def _check_options(config, stride, batch_size, mode, planes) -> None:
+def _check_options(config, stride, batch_size, mode, planes, outside=None) -> None:
   patch = config.data.patch_size
   if stride is not None and not 1 <= stride <= patch:
     raise UsageError(
@@ -227,6 +241,9 @@ def _check_options(config, stride, batch_size, mode, planes) -> None:
     raise UsageError(f"--mode must be 'patch' or 'full', got {mode!r}")
   if planes not in ('trained', 'both'):
     raise UsageError(f"--planes must be 'trained' or 'both', got {planes!r}")
+  if outside not in (None, *intensity.OUTSIDE_MODES):
+    raise UsageError(f"--outside-window must be one of {', '.join(intensity.OUTSIDE_MODES)}, "
+                     f"got {outside!r}")
 
 
 def run(
@@ -242,6 +259,7 @@ def run(
     data_consistency: bool | None = None,
     volume_index: int | None = None,
     complex_mode: str | None = None,
+    outside: str | None = None,
     overwrite: bool = False,
     figure: bool = True,
     progress: bool = True,
@@ -265,6 +283,8 @@ def run(
     volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.
     complex_mode: 'refuse' or 'magnitude' for complex data; default the run's
       ``data.complex``.
+    outside: 'restore' or 'clip' (`intensity.to_scan_units`); default the run's
+      ``eval.outside_window``.
     overwrite: Replace an existing output (never the input).
     figure: Also write `figure_path(output_path)`.
     progress: Show a progress bar over slices.
@@ -290,7 +310,7 @@ def run(
     raise checkpointing.CheckpointError(f'{workdir}: no such directory')
   config = checkpointing.load_config(workdir)
   method = method_of(workdir, config)
-  _check_options(config, stride, batch_size, mode, planes)
+  _check_options(config, stride, batch_size, mode, planes, outside)
   load = patches.load_options(config.data)
   if volume_index is not None:
     load['volume_index'] = volume_index
@@ -303,13 +323,17 @@ def run(
   options = SROptions(stride=stride, mode=mode, batch_size=batch_size, planes=planes,
                       progress=progress)
   output, (before, after) = _super_resolve_prepared(source, prepared, params, config,
-                                                    options, data_consistency)
+                                                    options, data_consistency, outside)
   options = options.with_defaults(config.eval)
   label = method.describe(config)
   info = provenance.collect(config)
+  ranges = intensity.report(source.data, output, prepared.normalizer)
+  ranges['normalization'] = config.data.get('normalization', 'percentile')
+  ranges['outside_window'] = outside_window(config, outside)
   info['inference'] = {'input': os.path.abspath(input_path), 'step': step,
                        'options': dataclasses.asdict(options),
-                       'residual_before': before, 'residual_after': after}
+                       'residual_before': before, 'residual_after': after,
+                       'intensity': ranges}
   volume_lib.save_volume(output_path, output, prepared.affine, like=source,
                          descrip=provenance.descrip(info, f'{config.get("method", "clade")} '
                                                           f'step {step}'))
@@ -326,7 +350,8 @@ def run(
       output=output_path, figure=figure_file, shape=output.shape,
       spacing=tuple(float(s) for s in volume_lib.voxel_spacing(prepared.affine)),
       step=step, stride=options.stride, mode=options.mode, planes=planes, method=label,
-      seconds=time.perf_counter() - start, residual_before=before, residual_after=after)
+      seconds=time.perf_counter() - start, residual_before=before, residual_after=after,
+      intensity=ranges)
 
 
 def nearest_upsampled(source: volume_lib.Volume, prepared: preprocess.PreparedInput) -> np.ndarray:

@@ -45,7 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # skipped.
   config.data.min_foreground = 0.3
   config.data.background_level = 0.05
-  config.data.percentiles = (0.5, 99.5)  # Robust range mapped to [-1, 1].
+  # The intensity window mapped to [-1, 1] for the networks: 'percentile' (these robust
+  # percentiles of each scan) or 'window' (intensity_window, in the scan's units: HU for
+  # CT, see configs/ct.py). Voxels beyond it bypass the networks (eval.outside_window).
+  config.data.normalization = "percentile"
+  config.data.percentiles = (0.5, 99.5)
+  config.data.intensity_window = (-1024.0, 2048.0)  # Used with normalization='window'.
   # HR-plane (domain Y) slices: 'acquired' uses only slices at the acquired thick-axis
   # positions (interpolated slices between them are blurred, not high-resolution);
   # 'all' uses every slice of the interpolated volume.
@@ -91,6 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the acquired slices (clade_jax/data/consistency.py). Off: the paper has no such step.
   config.eval.data_consistency = False
   config.eval.consistency_regularisation = 0.0  # 0: exact; > 0: within the noise.
+  # Voxels at or beyond the intensity window: 'restore' takes them from the interpolated
+  # input, so the output keeps the scan's range (clade_jax/data/intensity.py); 'clip'
+  # maps the networks' output straight back, flattening them to the window (the paper).
+  config.eval.outside_window = "restore"
 
   common.resize(config, parts)
   return config

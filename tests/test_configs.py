@@ -41,7 +41,8 @@ def test_config_builds_a_known_method_and_its_docstring_gives_the_command(name):
 
 
 @pytest.mark.parametrize("name, base, fields, label", [
-    ("ct", "mri", {"loss.gmap", "eval.stride"}, "CLADE"),
+    # data.normalization: CT's HU window (issue 16), not a paper field.
+    ("ct", "mri", {"loss.gmap", "eval.stride", "data.normalization"}, "CLADE"),
     ("clade_no_gmap", "mri", {"loss.gmap"}, "CLADE (no L_gmap)"),
     ("cyclegan", "mri", {"loss.gmap", "model.generator_norm"}, "CycleGAN"),
     ("glade", "mri", {"model.generator_norm", "data.patch_size", "loss.ident"}, "GLADE"),

@@ -1,8 +1,10 @@
 """How a raw volume becomes the generator's input, identically in training and inference.
 
-The thick axis is resampled to isotropic with a cubic spline (paper Sec. 4.5) and robust
-percentiles of the acquired samples are mapped to [-1, 1]. Training and inference both
-call `prepare_input`, so they cannot drift apart.
+The thick axis is resampled to isotropic with a cubic spline (paper Sec. 4.5) and the
+intensity window, robust percentiles of the acquired samples or a fixed window such as
+CT's HU (`intensity.fit_normalizer`), is mapped to [-1, 1]. Training and inference both
+call `prepare_input`, so they cannot drift apart. The way back, which keeps what lies
+outside the window, is `intensity.to_scan_units`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from clade_jax.data import intensity
 from clade_jax.data import volume as volume_lib
 
 
@@ -27,8 +30,10 @@ class PreparedInput:
     thick_axis: The voxel axis that was thick.
     lr_axis: The voxel axis to slice along for the low-resolution plane the
       generator was trained on.
-    normalizer: Robust percentiles of the acquired samples mapped onto
-      ``[-1, 1]``.
+    normalizer: The intensity window mapped onto ``[-1, 1]``: robust
+      percentiles of the acquired samples, or ``data.intensity_window``.
+    acquired_range: ``(min, max)`` of the acquired samples: what the scan holds,
+      which the cubic spline overshoots at sharp edges; None when unknown.
   """
 
   isotropic: np.ndarray
@@ -36,6 +41,7 @@ class PreparedInput:
   thick_axis: int
   lr_axis: int
   normalizer: volume_lib.Normalizer
+  acquired_range: tuple[float, float] | None = None
 
   @property
   def lr_axes(self) -> tuple[int, int]:
@@ -53,8 +59,8 @@ def prepare_input(
     volume: Raw 3D array in its own intensity units.
     affine: Its 4x4 voxel-to-world affine (mm).
     data_config: The run"s ``config.data``: ``thick_axis`` (-1 detects it),
-      ``target_spacing`` (0 = finest in-plane spacing), ``percentiles``,
-      ``lr_plane``.
+      ``target_spacing`` (0 = finest in-plane spacing), ``normalization``,
+      ``percentiles``, ``intensity_window``, ``lr_plane``.
     name: What to call the volume in error messages (e.g. its path).
 
   Returns:
@@ -62,8 +68,8 @@ def prepare_input(
 
   Raises:
     VolumeError: not 3D, no thick axis (an isotropic volume), constant
-      intensities, or the trained low-resolution plane does not contain this
-      volume"s thick axis.
+      intensities, a bad intensity window, or the trained low-resolution plane
+      does not contain this volume"s thick axis.
   """
   data = np.asarray(volume, np.float32)
   affine = np.asarray(affine, np.float64)
@@ -86,10 +92,10 @@ def prepare_input(
       source, thick_axis, data_config.target_spacing or None)
   # Fitted on the acquired samples, as training does: the spline"s overshoot
   # at sharp edges must not set the scale.
-  normalizer = volume_lib.Normalizer.fit(
-      data, tuple(data_config.percentiles), name=name)
+  normalizer = intensity.fit_normalizer(data, data_config, name=name)
   try:
     lr_axis = volume_lib.lr_slice_axis(affine, thick_axis, data_config.lr_plane)
   except ValueError as e:
     raise volume_lib.VolumeError(f"{name}: {e}") from None
-  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer)
+  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer,
+                       (float(data.min()), float(data.max())))

@@ -389,10 +389,17 @@ def resample_thick_axis(volume: Volume, thick_axis: int, target_spacing: float |
 
 @dataclasses.dataclass(frozen=True)
 class Normalizer:
-  """Maps intensities linearly so the robust range [lo, hi] becomes [-1, 1].
+  """Maps the intensity window [lo, hi] linearly onto [-1, 1] for the networks.
 
-  Robust percentiles rather than min/max, so a few hot voxels do not squash the
-  contrast; values outside are clipped on the way in (the generator ends in tanh).
+  The window is robust percentiles of the scan (`fit`) or a fixed range in the scan's
+  units, e.g. HU for CT (`clade_jax.data.intensity.fit_normalizer`). Percentiles
+  rather than min/max, so a few hot voxels do not squash the contrast.
+
+  `scale` and `inverse` are the linear map and its inverse over the whole real line:
+  nothing is lost outside the window. `forward` is what the networks see: the scaled
+  values clipped to [-1, 1] (the generators end in tanh, and training data never holds
+  anything else), so a network cannot tell voxels beyond the window apart. How the
+  output gets them back is `clade_jax.data.intensity.to_scan_units`.
   """
 
   lo: float
@@ -405,11 +412,23 @@ class Normalizer:
       raise VolumeError(f"{name}: constant intensities ({lo:g}); nothing to learn from")
     return cls(float(lo), float(hi))
 
-  def forward(self, x):
-    return np.clip(2.0 * (np.asarray(x, np.float32) - self.lo) / (self.hi - self.lo) - 1.0,
-                   -1.0, 1.0).astype(np.float32)
+  @property
+  def half_width(self) -> float:
+    """Scan units per normalised unit: (hi - lo) / 2."""
+    return 0.5 * (self.hi - self.lo)
 
-  def inverse(self, y):
+  def scale(self, x) -> np.ndarray:
+    """The linear map, not clipped: lo -> -1, hi -> 1, and beyond them linearly."""
+    # float32 arithmetic, as before `scale` existed: training data stay bit for bit.
+    return (2.0 * (np.asarray(x, np.float32) - self.lo) / (self.hi - self.lo) - 1.0).astype(
+        np.float32)
+
+  def forward(self, x) -> np.ndarray:
+    """The networks' input: `scale` clipped to [-1, 1]."""
+    return np.clip(self.scale(x), -1.0, 1.0)
+
+  def inverse(self, y) -> np.ndarray:
+    """Normalised units back to the scan's units (the inverse of `scale`)."""
     return ((np.asarray(y, np.float32) + 1.0) * 0.5 * (self.hi - self.lo) + self.lo).astype(
         np.float32)
 

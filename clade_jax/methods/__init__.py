@@ -26,7 +26,9 @@ provides:
       The isotropic volume, in the normalised units of `prepared.normalizer`, on
       `prepared`'s grid (`data.preprocess.PreparedInput`); `options` is a
       `volume_srr.SROptions`. Per-slice methods build it with
-      `volume_srr.reconstruct_planes`.
+      `volume_srr.reconstruct_planes`. Values need not stay in [-1, 1]; voxels
+      beyond the intensity window get the input's values back in the shared
+      inference (`data.intensity.to_scan_units`), so no method handles them.
   progress_metrics: tuple[str, ...] (optional)
       Metric names shown on the progress bar.
   config_ranges: {dotted field: config_validation.Range} (optional)
