@@ -29,6 +29,8 @@ class PreparedInput:
       generator was trained on.
     normalizer: Robust percentiles of the acquired samples mapped onto
       ``[-1, 1]``.
+    slice_spacing: mm between the acquired slices (``affine`` holds the new
+      spacing only); None where unknown.
   """
 
   isotropic: np.ndarray
@@ -36,6 +38,7 @@ class PreparedInput:
   thick_axis: int
   lr_axis: int
   normalizer: volume_lib.Normalizer
+  slice_spacing: float | None = None
 
   @property
   def lr_axes(self) -> tuple[int, int]:
@@ -92,4 +95,5 @@ def prepare_input(
     lr_axis = volume_lib.lr_slice_axis(affine, thick_axis, data_config.lr_plane)
   except ValueError as e:
     raise volume_lib.VolumeError(f"{name}: {e}") from None
-  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer)
+  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer,
+                       float(source.spacing[thick_axis]))
