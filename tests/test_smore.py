@@ -208,7 +208,7 @@ def test_network_learns_a_toy_sharpening_problem():
   x, y = batch(64)  # Held out.
   error = float(jnp.mean(jnp.abs(model.apply({"params": params}, x) - y)))
   baseline = float(jnp.mean(jnp.abs(x - y)))
-  assert error < 0.6 * baseline, (error, baseline)
+  assert error < 0.7 * baseline, (error, baseline)  # 0.56 measured; untrained: 1.
 
 
 def test_train_step_starts_at_the_interpolation_and_lowers_the_l1(data_root):

@@ -46,7 +46,8 @@ from clade_jax.models.sr_network import SRNetwork
 from clade_jax.train_state import TrainState
 
 NETWORK = "SR"
-SAMPLE_COLUMNS = ("input (cubic spline)", "SMORE", "target (acquired)")
+# Sorted names: the driver gets the dict back from jax.device_get in key order.
+SAMPLE_COLUMNS = ("input (cubic spline)", "output (SMORE)", "target (acquired)")
 COMBINATIONS = ("mean", "fourier")
 
 architecture_fields = ("model.features", "model.num_blocks", "model.expansion")
@@ -60,7 +61,6 @@ config_ranges = {
     "eval.fourier_power": Range(0),
 }
 config_enums = {
-    "data.augment": (True, False),
     "train.schedule": ("constant", "cosine"),
     "eval.planes": ("trained", "both"),
     "eval.combine": COMBINATIONS,
