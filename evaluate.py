@@ -4,7 +4,7 @@ Example (the interpolation baselines of experiments/ground_truth on the MNI152 d
 
   python evaluate.py \\
       --method nearest=runs/gt/gaussian/nearest --method cubic=runs/gt/gaussian/cubic \\
-      --method clade=runs/clade/infer \\
+      --method clade=runs/clade/infer --method smore=runs/smore_mni/gaussian \\
       --truth runs/gt/truth --rois experiments/ground_truth/mni152_rois.json \\
       --thick-axis 1 --out runs/gt/eval
 

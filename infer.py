@@ -44,9 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--mode", choices=("patch", "full"),
                       help="patch: the paper's overlapping sliding window; full: one "
                            "generator pass per whole slice, faster (default eval.mode)")
-  parser.add_argument("--planes", choices=("trained", "both"), default="trained",
+  parser.add_argument("--planes", choices=("trained", "both"),
                       help="super-resolve the trained low-resolution plane, or both "
-                           "low-resolution planes averaged (twice the time)")
+                           "low-resolution planes combined (twice the time; default "
+                           "eval.planes: both for SMORE, trained for CLADE)")
   parser.add_argument("--consistency", action=argparse.BooleanOptionalAction,
                       help="project the output so that re-acquiring it with the slice "
                            "profile (data.slice_profile, data.slice_thickness) gives the "

@@ -33,6 +33,7 @@ from clade_jax.data import consistency
 from clade_jax.data import intensity
 from clade_jax.data import patches
 from clade_jax.data import preprocess
+from clade_jax.data import slice_profile
 from clade_jax.data import volume as volume_lib
 from clade_jax.volume_srr import SROptions
 
@@ -221,11 +222,11 @@ def _super_resolve_prepared(source, prepared, params, config, options, data_cons
 def acquisition_model(source: volume_lib.Volume, prepared: preprocess.PreparedInput,
                       data_config) -> consistency.Acquisition:
   """The slice profile of ``config.data`` on the output grid (thickness 0 = spacing)."""
-  thickness = data_config.get("slice_thickness", 0.0) or None
   try:
+    profile, thickness = slice_profile.from_config(data_config)
     return consistency.for_grid(
         source.data.shape, source.affine, prepared.isotropic.shape, prepared.affine,
-        prepared.thick_axis, thickness, data_config.get("slice_profile", "gaussian"))
+        prepared.thick_axis, thickness, profile)
   except ValueError as e:
     raise volume_lib.VolumeError(f"{source.name}: {e}") from None
 
@@ -239,7 +240,7 @@ def _check_options(config, stride, batch_size, mode, planes, outside=None) -> No
     raise UsageError(f'--batch-size must be >= 1, got {batch_size}')
   if mode not in (None, 'patch', 'full'):
     raise UsageError(f"--mode must be 'patch' or 'full', got {mode!r}")
-  if planes not in ('trained', 'both'):
+  if planes not in (None, 'trained', 'both'):
     raise UsageError(f"--planes must be 'trained' or 'both', got {planes!r}")
   if outside not in (None, *intensity.OUTSIDE_MODES):
     raise UsageError(f"--outside-window must be one of {', '.join(intensity.OUTSIDE_MODES)}, "
@@ -255,7 +256,7 @@ def run(
     stride: int | None = None,
     batch_size: int | None = None,
     mode: str | None = None,
-    planes: str = 'trained',
+    planes: str | None = None,
     data_consistency: bool | None = None,
     volume_index: int | None = None,
     complex_mode: str | None = None,
@@ -277,7 +278,8 @@ def run(
     stride: Sliding-window stride; default the run's ``eval.stride``.
     batch_size: Patches per generator call; default ``eval.batch_size``.
     mode: ``'patch'`` or ``'full'``; default ``eval.mode``.
-    planes: ``'trained'`` or ``'both'`` (see `volume_srr.SROptions`).
+    planes: ``'trained'`` or ``'both'`` (see `volume_srr.SROptions`); default the
+      run's ``eval.planes`` (SMORE: both), else ``'trained'``.
     data_consistency: Project onto the acquired slices; default the run's
       ``eval.data_consistency``.
     volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.
@@ -325,6 +327,7 @@ def run(
   output, (before, after) = _super_resolve_prepared(source, prepared, params, config,
                                                     options, data_consistency, outside)
   options = options.with_defaults(config.eval)
+  planes = options.planes
   label = method.describe(config)
   info = provenance.collect(config)
   ranges = intensity.report(source.data, output, prepared.normalizer)

@@ -37,7 +37,8 @@ class SROptions:
     mode: 'patch' (sliding window) or 'full' (whole slices).
     batch_size: examples per network call; sets the peak memory.
     planes: 'trained' (the trained low-resolution plane) or 'both' (the two
-      low-resolution planes, averaged).
+      low-resolution planes, combined by the method; averaged here). None: the run's
+      ``eval.planes`` where its config has one, else 'trained'.
     slices_per_chunk: slices per jitted call.
     lr_slices: only these slices of the trained plane are super-resolved, the others
       keep the input (for the held-out figure and checks); needs planes='trained'.
@@ -47,7 +48,7 @@ class SROptions:
   stride: int | None = None
   mode: str | None = None
   batch_size: int | None = None
-  planes: Planes = 'trained'
+  planes: Planes | None = None
   slices_per_chunk: int = 8
   lr_slices: Sequence[int] | None = None
   progress: bool = True
@@ -56,6 +57,8 @@ class SROptions:
     """None fields filled from `eval_config` (the run's config.eval) where it has them."""
     filled = {f.name: eval_config.get(f.name) for f in dataclasses.fields(self)
               if getattr(self, f.name) is None and eval_config.get(f.name) is not None}
+    if self.planes is None and (self.lr_slices is not None or 'planes' not in filled):
+      filled['planes'] = 'trained'  # Chosen slices exist in the trained plane only.
     return dataclasses.replace(self, **filled)
 
 
@@ -100,12 +103,13 @@ def reconstruct_planes(prepared: preprocess.PreparedInput, slice_fn: SliceFn,
   Returns:
     float32 normalised volume of ``prepared.isotropic``'s shape.
   """
-  if options.planes not in ('trained', 'both'):
+  planes = options.planes or 'trained'
+  if planes not in ('trained', 'both'):
     raise ValueError(f"planes must be 'trained' or 'both', got {options.planes!r}.")
-  if options.lr_slices is not None and options.planes != 'trained':
+  if options.lr_slices is not None and planes != 'trained':
     raise ValueError("lr_slices needs planes='trained'.")
   normalised = prepared.normalizer.forward(prepared.isotropic)
-  axes = prepared.lr_axes if options.planes == 'both' else prepared.lr_axes[:1]
+  axes = prepared.lr_axes if planes == 'both' else prepared.lr_axes[:1]
   rows = thick_on_rows(prepared)
   chosen = None if options.lr_slices is None else np.asarray(options.lr_slices, int)
   count = sum(normalised.shape[a] for a in axes) if chosen is None else chosen.size

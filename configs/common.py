@@ -38,9 +38,7 @@ def resize(config: ml_collections.ConfigDict, parts: set[str]) -> None:
     config.train.sample_every = 100
     config.ckpt.every = 100
   if "demo" in parts:
-    config.data.root = "demo_data/lr"
-    config.data.make_demo = True  # Write the demo volumes if they are missing.
-    config.data.num_threads = 2
+    use_demo_data(config)
     config.model.features = 16
     config.model.num_blocks = 4
     config.model.disc_features = 16
@@ -52,3 +50,10 @@ def resize(config: ml_collections.ConfigDict, parts: set[str]) -> None:
     config.train.log_every = 10
     config.train.sample_every = 100
     config.ckpt.every = 100
+
+
+def use_demo_data(config: ml_collections.ConfigDict) -> None:
+  """Points `config` at the bundled MNI152 demo volume (written on first use)."""
+  config.data.root = "demo_data/lr"
+  config.data.make_demo = True  # Write the demo volumes if they are missing.
+  config.data.num_threads = 2

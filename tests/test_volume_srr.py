@@ -130,3 +130,12 @@ def test_options_take_unset_fields_from_the_config():
   eval_config = ml_collections.ConfigDict({"stride": 12, "mode": "patch", "batch_size": 256})
   options = volume_srr.SROptions(stride=6).with_defaults(eval_config)
   assert (options.stride, options.mode, options.batch_size) == (6, "patch", 256)
+
+
+def test_planes_default_to_the_runs_eval_planes_else_the_trained_plane():
+  both = {"planes": "both", "stride": 4}
+  assert volume_srr.SROptions().with_defaults(both).planes == "both"
+  assert volume_srr.SROptions(planes="trained").with_defaults(both).planes == "trained"
+  assert volume_srr.SROptions().with_defaults({"stride": 4}).planes == "trained"
+  # Chosen slices (the held-out figure) exist in the trained plane only.
+  assert volume_srr.SROptions(lr_slices=[2]).with_defaults(both).planes == "trained"

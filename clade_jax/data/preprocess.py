@@ -34,6 +34,8 @@ class PreparedInput:
       percentiles of the acquired samples, or ``data.intensity_window``.
     acquired_range: ``(min, max)`` of the acquired samples: what the scan holds,
       which the cubic spline overshoots at sharp edges; None when unknown.
+    slice_spacing: mm between the acquired slices (``affine`` holds the new
+      spacing only); None where unknown.
   """
 
   isotropic: np.ndarray
@@ -42,6 +44,7 @@ class PreparedInput:
   lr_axis: int
   normalizer: volume_lib.Normalizer
   acquired_range: tuple[float, float] | None = None
+  slice_spacing: float | None = None
 
   @property
   def lr_axes(self) -> tuple[int, int]:
@@ -98,4 +101,5 @@ def prepare_input(
   except ValueError as e:
     raise volume_lib.VolumeError(f"{name}: {e}") from None
   return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer,
-                       (float(data.min()), float(data.max())))
+                       (float(data.min()), float(data.max())),
+                       float(source.spacing[thick_axis]))

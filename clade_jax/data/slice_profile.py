@@ -132,3 +132,32 @@ def centred_weights(profile: str | np.ndarray, thickness_vox: float | None = Non
   first, weights = weights_at(profile, 0.0, thickness_vox)
   assert weights.size == 1 - 2 * first, (first, weights.size)  # symmetric about 0
   return weights
+
+
+def from_config(data_config) -> tuple[str | np.ndarray, float | None]:
+  """The slice profile and thickness a run's ``config.data`` describes.
+
+  ``data.slice_kernel`` (a 1D kernel in fine voxels, odd length; empty for none) wins
+  over ``data.slice_profile`` ('gaussian' or 'rect', with ``data.slice_thickness`` in
+  mm, 0 = the slice spacing). NIfTI stores the spacing, not the thickness, so both
+  come from the user.
+
+  Returns:
+    (profile, thickness_mm): a profile name or the kernel as a float64 array, and the
+    thickness in mm, None for "the slice spacing" and for a kernel.
+
+  Raises:
+    ValueError: a kernel that is not usable, or a kernel together with a thickness;
+      the message names the config field.
+  """
+  kernel = tuple(data_config.get("slice_kernel", ()) or ())
+  thickness = float(data_config.get("slice_thickness", 0.0) or 0.0) or None
+  if not kernel:
+    return data_config.get("slice_profile", "gaussian"), thickness
+  if thickness is not None:
+    raise ValueError("data.slice_kernel sets the slice thickness; leave "
+                     "data.slice_thickness at 0")
+  try:
+    return _check_kernel(kernel), None
+  except ValueError as e:
+    raise ValueError(f"data.slice_kernel={kernel}: {e}") from None
