@@ -133,7 +133,8 @@ def to_scan_units(output: np.ndarray, isotropic: np.ndarray,
     limits: (min, max) of the acquired samples (``PreparedInput.acquired_range``): the
       input is clipped to them before anything is restored from it, since the cubic
       spline's overshoot beyond what the scan holds is an artefact, not tissue (it
-      put a phantom's 3000 HU teeth at 3195). None: no clipping.
+      put a phantom's 3000 HU teeth at 3195), and the output too, which an unbounded
+      network could otherwise push beyond them. None: no clipping.
 
   Returns:
     float32 volume in the scan's units.
@@ -152,7 +153,9 @@ def to_scan_units(output: np.ndarray, isotropic: np.ndarray,
   change = output.astype(np.float64) - normalizer.forward(x)
   keep = 1.0 - restore_weight(normalizer.scale(x), *ramp)
   base = x if limits is None else np.clip(x, *limits)
-  return (base + keep * change * normalizer.half_width).astype(np.float32)
+  out = base + keep * change * normalizer.half_width
+  # An unbounded network (SMORE's residual CNN) could also leave what the scan holds.
+  return (out if limits is None else np.clip(out, *limits)).astype(np.float32)
 
 
 def _range(data) -> list[float]:

@@ -93,7 +93,7 @@ def prepare_input(
           "axis at least 1.5x coarser than the others") from None
   iso = volume_lib.resample_thick_axis(
       source, thick_axis, data_config.target_spacing or None)
-  # Fitted on the acquired samples, as training does: the spline"s overshoot
+  # Fitted on the acquired samples, as training does: the spline's overshoot
   # at sharp edges must not set the scale.
   normalizer = intensity.fit_normalizer(data, data_config, name=name)
   try:
