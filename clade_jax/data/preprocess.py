@@ -29,6 +29,11 @@ class PreparedInput:
       generator was trained on.
     normalizer: Robust percentiles of the acquired samples mapped onto
       ``[-1, 1]``.
+    acquired: The input samples themselves, float32 on their own grid (the input
+      array, not a copy): methods that work from the acquired slices rather than
+      from the spline (latent interpolation) read them here. None when built by
+      hand without them.
+    acquired_affine: 4x4 voxel-to-world affine of ``acquired``.
   """
 
   isotropic: np.ndarray
@@ -36,6 +41,8 @@ class PreparedInput:
   thick_axis: int
   lr_axis: int
   normalizer: volume_lib.Normalizer
+  acquired: np.ndarray | None = None
+  acquired_affine: np.ndarray | None = None
 
   @property
   def lr_axes(self) -> tuple[int, int]:
@@ -92,4 +99,5 @@ def prepare_input(
     lr_axis = volume_lib.lr_slice_axis(affine, thick_axis, data_config.lr_plane)
   except ValueError as e:
     raise volume_lib.VolumeError(f"{name}: {e}") from None
-  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer)
+  return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer,
+                       acquired=data, acquired_affine=affine)
