@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from clade_jax import config_validation
+from clade_jax import methods
 from clade_jax.config_validation import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,6 +30,14 @@ def _problems(config, reference=None):
   return err.value.problems
 
 
+def _reference(config):
+  """The default config of the config's method: configs/<method>.py, else the CLADE base."""
+  method = config.get("method", "clade")
+  if method != "clade" and (ROOT / "configs" / f"{method}.py").exists():
+    return importlib.import_module(f"configs.{method}").get_config()
+  return _mri()
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("arg", [None, "small"])
 def test_every_shipped_config_is_valid_against_the_base(name, arg):
@@ -37,7 +46,10 @@ def test_every_shipped_config_is_valid_against_the_base(name, arg):
     config = module.get_config(arg)
   except ValueError:
     pytest.skip(f"{name} takes no {arg!r} argument")
-  config_validation.validate(config, _mri())
+  method = methods.of(config)
+  config_validation.validate(config, _reference(config),
+                             ranges=getattr(method, "config_ranges", None),
+                             enums=getattr(method, "config_enums", None))
 
 
 @pytest.mark.parametrize("field, value, message", [
