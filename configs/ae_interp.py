@@ -17,7 +17,7 @@ Watch `loss/mse` fall and the reconstructions in WORKDIR/samples.
 three blocks instead of four (codes at 1/8 of the slice size instead of 1/16, which
 at this budget reconstructs far better), 64x64 patches, and a learning rate of 1e-3
 instead of the paper's 1e-5 (which would barely move in so few steps). Expect
-loss/mse to fall from about 0.5 to about 0.015. It is a smoke-sized run, not a
+loss/mse to fall from about 0.6 to about 0.015. It is a smoke-sized run, not a
 converged model: experiments/ae_interp/README.md measures it against interpolation.
 `:small` shrinks everything for a quick check.
 

@@ -47,11 +47,13 @@ def params():
   shapes = jax.eval_shape(lambda: ae_interp.init_state(config, train.init_key(0)).params)
   rng = np.random.default_rng(0)
 
-  def draw(path, s):
+  def draw(path, s):  # He-scaled kernels, so that the output depends on the input.
     name = jax.tree_util.keystr(path)
-    if name.endswith("['var']"):
+    if name.endswith("['kernel']"):
+      return rng.normal(0.0, np.sqrt(2.0 / np.prod(s.shape[:-1])), s.shape).astype(s.dtype)
+    if name.endswith("['var']") or name.endswith("['scale']"):
       return rng.uniform(0.5, 2.0, s.shape).astype(s.dtype)
-    return rng.normal(0.0, 0.3, s.shape).astype(s.dtype)
+    return rng.normal(0.0, 0.1, s.shape).astype(s.dtype)
 
   return jax.tree_util.tree_map_with_path(draw, shapes)
 
@@ -119,8 +121,11 @@ def test_a_slice_decodes_the_same_whatever_it_is_batched_with(params):
 # ------------------------------------------------------------------------- the grid
 
 
-def _scan(shape, thick_mm, seed=3):
-  data = 100.0 + 1000.0 * phantoms.body_phantom(shape, seed=seed)
+def _scan(shape, thick_mm, seed=3, noise=0.0):
+  """A thick-slice phantom (1 mm in-plane) in scanner-like units, optionally noisy."""
+  rng = np.random.default_rng(seed)
+  data = 100.0 + 1000.0 * (phantoms.body_phantom(shape, seed=seed)
+                           + noise * rng.uniform(size=shape))
   affine = np.diag([1.0, thick_mm, 1.0, 1.0])
   affine[:3, 3] = [-20.0, 31.5, 7.25]
   return data.astype(np.float32), affine
@@ -130,7 +135,7 @@ def _scan(shape, thick_mm, seed=3):
 def test_output_is_on_the_isotropic_grid_and_keeps_the_acquired_slices(
     params, thick_mm, acquired, expected_slices):
   config = tiny_config()
-  data, affine = _scan((20, acquired, 24), thick_mm)
+  data, affine = _scan((20, acquired, 24), thick_mm, noise=0.5)  # Noise: distinct slices.
   out, out_affine = inference.super_resolve(data, affine, params, config,
                                             SROptions(progress=False))
   # The grid every method writes (tests/test_inference.py holds CLADE to it).
@@ -147,14 +152,15 @@ def test_output_is_on_the_isotropic_grid_and_keeps_the_acquired_slices(
     k = int(round(positions[j]))
     np.testing.assert_allclose(out[:, j], np.clip(data[:, k], lo, hi), rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(out_affine @ [3, j, 5, 1], affine @ [3, k, 5, 1], atol=1e-9)
-  # A slice between: the decoded mixture with alpha from its position (j = 3: 1.2 of 2.5 mm
-  # apart... computed independently here).
+  # A slice between, mid-volume (acquired position 4.25 at 4 mm, 4.4 at 2.5 mm), decodes
+  # the mixture of its neighbours' codes with alpha from that position.
   prepared = preprocess.prepare_input(data, affine, config.data)
-  j = 3
+  j = 17 if thick_mm == 4.0 else 11
   n, alpha = int(np.floor(positions[j])), positions[j] - np.floor(positions[j])
-  slices = prepared.normalizer.forward(np.moveaxis(data, 1, 0)[n:n + 2])
-  padded = np.pad(slices, ((0, 0), (0, 0), (0, 0)), mode="edge")  # 20 x 24: multiples of 4.
-  codes = _codes(params, config, padded)
+  assert n == 4 and 0.2 < alpha < 0.5
+  slices = prepared.normalizer.forward(np.moveaxis(data, 1, 0)[n:n + 2])  # 20 x 24: no padding.
+  codes = _codes(params, config, slices)
+  assert np.abs(codes[0] - codes[1]).mean() > 0.1 * np.abs(codes).mean()  # Distinct slices.
   model = ae_interp.create_model(config.model)
   expected = model.apply(params["autoencoder"], (1 - alpha) * codes[:1] + alpha * codes[1:],
                          method="decode")
