@@ -22,7 +22,7 @@ class PreparedInput:
   """A volume on the grid the generator works on, as training prepares it.
 
   Attributes:
-    isotropic: float32 ``[I, J, K]`` in the input"s intensity units, the thick
+    isotropic: float32 ``[I, J, K]`` in the input's intensity units, the thick
       axis cubic-spline resampled to isotropic.
     affine: 4x4 voxel-to-world affine of ``isotropic`` (from
       `volume_lib.isotropic_geometry`): every original sample keeps its world
@@ -36,6 +36,11 @@ class PreparedInput:
       which the cubic spline overshoots at sharp edges; None when unknown.
     slice_spacing: mm between the acquired slices (``affine`` holds the new
       spacing only); None where unknown.
+    acquired: The input samples themselves, float32 on their own grid (the input
+      array, not a copy): methods that work from the acquired slices rather than
+      from the spline (latent interpolation) read them here. None when built by
+      hand without them.
+    acquired_affine: 4x4 voxel-to-world affine of ``acquired``.
   """
 
   isotropic: np.ndarray
@@ -45,6 +50,8 @@ class PreparedInput:
   normalizer: volume_lib.Normalizer
   acquired_range: tuple[float, float] | None = None
   slice_spacing: float | None = None
+  acquired: np.ndarray | None = None
+  acquired_affine: np.ndarray | None = None
 
   @property
   def lr_axes(self) -> tuple[int, int]:
@@ -61,7 +68,7 @@ def prepare_input(
   Args:
     volume: Raw 3D array in its own intensity units.
     affine: Its 4x4 voxel-to-world affine (mm).
-    data_config: The run"s ``config.data``: ``thick_axis`` (-1 detects it),
+    data_config: The run's ``config.data``: ``thick_axis`` (-1 detects it),
       ``target_spacing`` (0 = finest in-plane spacing), ``normalization``,
       ``percentiles``, ``intensity_window``, ``lr_plane``.
     name: What to call the volume in error messages (e.g. its path).
@@ -72,7 +79,7 @@ def prepare_input(
   Raises:
     VolumeError: not 3D, no thick axis (an isotropic volume), constant
       intensities, a bad intensity window, or the trained low-resolution plane
-      does not contain this volume"s thick axis.
+      does not contain this volume's thick axis.
   """
   data = np.asarray(volume, np.float32)
   affine = np.asarray(affine, np.float64)
@@ -102,4 +109,4 @@ def prepare_input(
     raise volume_lib.VolumeError(f"{name}: {e}") from None
   return PreparedInput(iso.data, iso.affine, thick_axis, lr_axis, normalizer,
                        (float(data.min()), float(data.max())),
-                       float(source.spacing[thick_axis]))
+                       float(source.spacing[thick_axis]), acquired=data, acquired_affine=affine)
