@@ -65,7 +65,10 @@ class SROptions:
 def default_mesh() -> jax.sharding.Mesh | None:
   """A 'data' mesh over this process's devices when there are several, else None."""
   if jax.process_count() == 1 and jax.device_count() > 1:
-    return jax.make_mesh((jax.device_count(),), ('data',))
+    # Auto axes, as in training: with the default (Explicit) axes a method's own jitted
+    # code fails on reshapes of sharded batches (the Winograd kernel's tiles).
+    return jax.make_mesh((jax.device_count(),), ('data',),
+                         axis_types=(jax.sharding.AxisType.Auto,))
   return None
 
 

@@ -35,6 +35,8 @@ METHOD_CASES = [
                  id="smore-full"),
     pytest.param(("configs.smore", {"model.features": 4, "model.num_blocks": 1}, "patch"),
                  id="smore-patch"),
+    pytest.param(("configs.ae_interp", {"model.features": 4, "model.num_blocks": 2}, "full"),
+                 id="ae_interp"),
 ]
 
 
@@ -54,8 +56,12 @@ def untrained(module, overrides):
   config.eval.batch_size = 64
   shapes = jax.eval_shape(lambda: methods.of(config).init_state(config, train.init_key(0)))
   rng = np.random.default_rng(0)
-  params = jax.tree.map(lambda s: rng.normal(0.0, 0.3, s.shape).astype(s.dtype),
-                        shapes.params)
+  def draw(path, s):
+    x = rng.normal(0.0, 0.3, s.shape)
+    # Batch-norm running variances (the autoencoder's) must stay positive.
+    is_var = getattr(path[-1], "key", None) == "var"
+    return (1.0 + np.abs(x) if is_var else x).astype(s.dtype)
+  params = jax.tree_util.tree_map_with_path(draw, shapes.params)
   return params, config
 
 
