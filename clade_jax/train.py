@@ -139,10 +139,11 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   start = int(state.step)
   is_main = distributed.is_main()
   writer = metric_writer.MetricWriter(workdir, resume_step=start) if is_main else None
-  # The first 8 examples of the global stream, the same on every process and for any
-  # process count, so the grids show progress on the same inputs.
-  sample_batch = jax.device_put(patches_lib.make_dataset(source, 8, seed=config.seed)[0],
-                                replicated)
+  # The first (up to 8) examples of the global stream, the same on every process and for
+  # any process count, so the grids show progress on the same inputs.
+  shown_examples = min(8, config.train.batch_size)
+  sample_batch = jax.device_put(
+      patches_lib.make_dataset(source, shown_examples, seed=config.seed)[0], replicated)
   shown = getattr(method, "progress_metrics", ())
   name = method.describe(config)
 
