@@ -4,7 +4,9 @@
 
 Writes a float32 isotropic volume whose affine puts it exactly on top of the input in
 any viewer (qform/sform codes kept), and scan_srr_compare.png beside it: the three
-orthogonal planes through the centre, input vs output, with a magnified inset.
+orthogonal planes through the centre, input vs output, with a magnified inset. The
+slices are split over every local device; with --multihost (same command in every
+process) over the devices of all processes, and process 0 writes.
 """
 
 import argparse
