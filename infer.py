@@ -6,7 +6,9 @@ Writes a float32 isotropic volume whose affine puts it exactly on top of the inp
 any viewer (qform/sform codes kept), and scan_srr_compare.png beside it: the three
 orthogonal planes through the centre, input vs output, with a magnified inset. Prints
 the input's and output's intensity ranges and how much of the input lay outside the
-intensity window the networks see (also in the scan_srr.json sidecar).
+intensity window the networks see (also in the scan_srr.json sidecar). The slices are
+split over every local device; with --multihost (same command in every process) over
+the devices of all processes, and process 0 writes.
 """
 
 import argparse
@@ -72,6 +74,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="do not write <output stem>_compare.png")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar")
+  cluster = parser.add_argument_group(
+      "several processes", "start the same command in every process: the slices are "
+      "split over the devices of all of them, process 0 writes the output")
+  cluster.add_argument("--multihost", action="store_true",
+                       help="start JAX's distributed runtime from the flags below, else "
+                            "$JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and "
+                            "$JAX_PROCESS_ID, else what JAX detects (SLURM, Open MPI, "
+                            "Cloud TPU)")
+  cluster.add_argument("--coordinator-address", metavar="HOST:PORT",
+                       help="process 0's address (implies --multihost)")
+  cluster.add_argument("--num-processes", type=_positive_int,
+                       help="number of processes (implies --multihost)")
+  cluster.add_argument("--process-id", type=int, help="this process's index (implies "
+                       "--multihost)")
   return parser.parse_args(argv)
 
 
@@ -92,23 +108,32 @@ def main(argv=None) -> int:
   # Imported after parsing so that --help answers without loading JAX.
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO.
-  from clade_jax import checkpointing, compilation_cache, inference  # pylint: disable=g-import-not-at-top
+  from clade_jax import checkpointing, compilation_cache, distributed, inference  # pylint: disable=g-import-not-at-top
   from clade_jax.data import volume  # pylint: disable=g-import-not-at-top
 
   compilation_cache.enable(args.jit_cache)
+  cluster = (args.coordinator_address, args.num_processes, args.process_id)
+  if args.multihost or any(v is not None for v in cluster):
+    try:
+      distributed.initialize(*cluster)
+    except distributed.DistributedError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
   try:
     result = inference.run(
         args.workdir, args.input, args.output, step=args.step, stride=args.stride,
         batch_size=args.batch_size, mode=args.mode, planes=args.planes,
         data_consistency=args.consistency, volume_index=args.volume_index,
         complex_mode=args.complex_mode, outside=args.outside, overwrite=args.overwrite,
-        figure=args.figure, progress=args.progress)
+        figure=args.figure, progress=args.progress and distributed.is_main())
   except (volume.VolumeError, checkpointing.CheckpointError, inference.UsageError) as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     print("error: interrupted; nothing was written", file=sys.stderr)
     return 130
+  if not distributed.is_main():
+    return 0  # Process 0 wrote the output and reports it.
   shape = "x".join(map(str, result.shape))
   spacing = "x".join(f"{s:g}" for s in result.spacing)
   how = "whole slices" if result.mode == "full" else f"stride {result.stride}"

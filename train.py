@@ -5,6 +5,10 @@
 Any config field can be overridden: --config.train.batch_size=16. Re-running the same
 command resumes from the latest checkpoint in --workdir, and loads the compiled train
 step from the compilation cache instead of compiling it again.
+
+Several processes (hosts, or one per GPU): start the same command in each with
+--multihost (SLURM, Cloud TPU: nothing else), or with --coordinator_address=HOST:PORT
+--num_processes=N --process_id=I; README.md has the recipes.
 """
 
 import sys
@@ -20,8 +24,15 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Training configuratio
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and PNGs.")
 _MULTIHOST = flags.DEFINE_bool(
-    "multihost", False, "Call jax.distributed.initialize() first (one process per host; "
-    "the coordinator is found from the cluster environment: TPU pods, SLURM, ...).")
+    "multihost", False, "Start JAX's distributed runtime first (one process per host, or "
+    "per GPU): the three flags below, else $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES and "
+    "$JAX_PROCESS_ID, else what JAX detects (SLURM, Open MPI, Cloud TPU).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (implies --multihost).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (implies --multihost).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in [0, num_processes) (implies --multihost).")
 _JIT_CACHE = flags.DEFINE_string(
     "jit_cache", None, "Persistent compilation cache directory (default "
     "$JAX_COMPILATION_CACHE_DIR or ~/.cache/clade_jax/jax; 'none' turns it off).")
@@ -31,9 +42,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
-  import jax
 
-  from clade_jax import checkpointing, compilation_cache, methods, train
+  from clade_jax import checkpointing, compilation_cache, distributed, methods, train
   from clade_jax.data import volume
 
   try:
@@ -43,8 +53,12 @@ def main(argv):
     reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
     sys.exit(f"error: --config: cannot load the config file ({reason})")
   compilation_cache.enable(_JIT_CACHE.value)
-  if _MULTIHOST.value:
-    jax.distributed.initialize()
+  cluster = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if _MULTIHOST.value or any(v is not None for v in cluster):
+    try:
+      distributed.initialize(*cluster)
+    except distributed.DistributedError as e:
+      sys.exit(f"error: {e}")
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except config_validation.ConfigError as e:

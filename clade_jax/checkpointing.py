@@ -3,6 +3,9 @@
 A workdir holds `config.json` (the run's configuration, written once) and
 `checkpoints/<step>/` with two items: `state` (the method's train state: params of all
 its networks, the optax state, the step) and `data` (the grain iterator state, as JSON).
+With several processes, all of them call `manager`, `save` and `restore` together
+(Orbax coordinates the writes); the data state is the same on every process (the
+number of batches drawn), so a checkpoint restores under any process count.
 Nothing here knows any method: which config fields make a checkpoint unusable is the
 method's `architecture_fields`.
 """
@@ -59,8 +62,24 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def _reader(directory: str) -> ocp.CheckpointManager:
   # Not read_only=True: Orbax then logs two warnings per manager. A manager that
-  # never saves and does not create its directory writes nothing anyway.
-  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+  # never saves and does not create its directory writes nothing anyway. The handlers
+  # let it read the items' metadata.
+  return ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(create=False),
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler()})
+
+
+def _local_target(mngr: ocp.CheckpointManager, step: int):
+  """The saved state's shapes on this process's first device.
+
+  Orbax would otherwise restore onto the shardings it was saved with, which name the
+  devices of the run that saved it (refused as a topology mismatch on any other
+  number of devices or processes).
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                      mngr.item_metadata(step)["state"].tree)
 
 
 def restore_params(workdir: str, step: int | None = None):
@@ -87,7 +106,8 @@ def restore_params(workdir: str, step: int | None = None):
         f"{workdir}: no checkpoint at step {step} (have {', '.join(map(str, steps))})")
   mngr = _reader(os.path.join(os.path.abspath(workdir), "checkpoints"))
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_local_target(mngr, step))))
   except Exception as e:  # Orbax raises many types for damaged checkpoints.
     first_line = str(e).splitlines()[0] if str(e) else ""
     raise CheckpointError(f"{workdir}: cannot restore checkpoint {step} "
@@ -104,6 +124,8 @@ def write_config(workdir: str, config: ml_collections.ConfigDict,
                  architecture_fields=()) -> None:
   """Stores the run's config, or checks a resumed run uses a compatible one.
 
+  Every process checks (so all stop together); process 0 alone writes.
+
   Args:
     workdir: the run directory.
     config: the run's config.
@@ -116,8 +138,9 @@ def write_config(workdir: str, config: ml_collections.ConfigDict,
   path = os.path.join(workdir, CONFIG_FILE)
   if os.path.exists(path):
     check_compatible(load_config(workdir), config, workdir, architecture_fields)
-  os.makedirs(workdir, exist_ok=True)
-  atomic.write_text(path, config.to_json(indent=2))
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    atomic.write_text(path, config.to_json(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

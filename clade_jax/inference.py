@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from clade_jax import checkpointing
+from clade_jax import distributed
 from clade_jax import methods
 from clade_jax import plotting
 from clade_jax import provenance
@@ -337,12 +338,14 @@ def run(
                        'options': dataclasses.asdict(options),
                        'residual_before': before, 'residual_after': after,
                        'intensity': ranges}
-  volume_lib.save_volume(output_path, output, prepared.affine, like=source,
-                         descrip=provenance.descrip(info, f'{config.get("method", "clade")} '
-                                                          f'step {step}'))
-  provenance.write(provenance_path(output_path), info)
+  write = distributed.is_main()  # Other processes helped compute; process 0 writes.
+  if write:
+    volume_lib.save_volume(output_path, output, prepared.affine, like=source,
+                           descrip=provenance.descrip(
+                               info, f'{config.get("method", "clade")} step {step}'))
+    provenance.write(provenance_path(output_path), info)
   figure_file = None
-  if figure:
+  if figure and write:
     figure_file = figure_path(output_path)
     how = 'whole slices' if options.mode == 'full' else f'stride {options.stride}'
     write_comparison_figure(

@@ -58,6 +58,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from clade_jax import distributed
+
 # `apply_fn(params, patches)`: the generator as a pure function of its
 # parameters and a float32 NHWC batch; must return the same shape.
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
@@ -482,7 +484,9 @@ def reconstruct_slices(
       Rounded up to a multiple of the mesh size when ``mesh`` is given.
     mode: ``'patch'`` or ``'full'``, see `reconstruct_chunk`.
     size_multiple: See `reconstruct_chunk`.
-    mesh: Optional mesh with a ``'data'`` axis to split each chunk over.
+    mesh: Optional mesh with a ``'data'`` axis to split each chunk over. A mesh
+      spanning several processes needs every process to call this with the same
+      slices; each receives the whole result.
     progress: Called with the number of slices finished after each chunk,
       e.g. ``tqdm_bar.update``.
 
@@ -508,10 +512,10 @@ def reconstruct_slices(
     num_shards = mesh.shape[_DATA_AXIS]
     chunk_size = -(-chunk_size // num_shards) * num_shards
     slice_sharding = NamedSharding(mesh, P(_DATA_AXIS))
-    params = jax.device_put(params, NamedSharding(mesh, P()))
+    params = distributed.replicate(params, mesh)
 
   def collect(start, stop, result):
-    outputs[start:stop] = np.asarray(result)[:stop - start]
+    outputs[start:stop] = distributed.to_host(result)[:stop - start]
     if progress is not None:
       progress(stop - start)
 

@@ -5,6 +5,12 @@ replicated; global-view `jit` averages the gradients), the grain pipeline and it
 per-host shards, resuming from the latest checkpoint, Ctrl-C, the NaN stop, the metric
 log, the sample grids and the held-out figure. What a method trains and how is
 `clade_jax.methods.<config.method>` (see that package's docstring for the contract).
+
+With several processes (`clade_jax.distributed`) every process runs this same code:
+the mesh spans all their devices, each process samples only its block of every global
+batch, all run every jitted program (train step, sample grids, the held-out
+reconstruction) and save checkpoints together, and process 0 alone writes the config,
+provenance, metrics and pictures.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from tqdm import tqdm
 
 from clade_jax import checkpointing
 from clade_jax import config_validation
+from clade_jax import distributed
 from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import plotting
@@ -97,8 +104,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   volumes, source = build_data(config, method)
   num_steps = total_steps(config, source)
   checkpointing.write_config(workdir, config, method.architecture_fields)
-  if jax.process_index() == 0:
-    provenance.write(os.path.join(workdir, PROVENANCE_FILE), provenance.collect(config))
+  if distributed.is_main():
+    info = provenance.collect(config)
+    info["processes"] = jax.process_count()
+    provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
 
   # Networks read the convolution formulation when traced: every jitted function
   # below is first called inside this block.
@@ -106,18 +115,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     step_fn = jax.jit(method.make_train_step(config),
                       in_shardings=(replicated, batch_sharding),
                       out_shardings=(replicated, replicated), donate_argnums=0)
-    sample_fn = jax.jit(method.make_sample_fn(config))
+    # Replicated in and out: every process runs it, each can read the pictures.
+    sample_fn = jax.jit(method.make_sample_fn(config), in_shardings=(replicated, replicated),
+                        out_shardings=replicated)
     state = jax.jit(functools.partial(method.init_state, config),
                     out_shardings=replicated)(init_key(config.seed))
     return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                       step_fn, sample_fn, batch_sharding, started)
+                       step_fn, sample_fn, batch_sharding, replicated, started)
 
 
 def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding, started):
-  dataset = patches_lib.make_dataset(
-      source, config.train.batch_size // jax.process_count(), seed=config.seed,
-      shard_index=jax.process_index(), shard_count=jax.process_count())
+                sample_fn, batch_sharding, replicated, started):
+  block, blocks = distributed.batch_shard(batch_sharding, config.train.batch_size)
+  dataset = patches_lib.make_dataset(source, config.train.batch_size // blocks,
+                                     seed=config.seed, shard_index=block, shard_count=blocks)
   iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(
       num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)))
 
@@ -126,10 +137,13 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
     state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state))
     iterator.set_state(data_state)
   start = int(state.step)
-  is_main = jax.process_index() == 0
+  is_main = distributed.is_main()
   writer = metric_writer.MetricWriter(workdir, resume_step=start) if is_main else None
-  sample_batch = dataset[0]  # Fixed examples, so the grids show progress on the same inputs.
-  sample_batch = {k: v[:8] for k, v in sample_batch.items()}
+  # The first (up to 8) examples of the global stream, the same on every process and for
+  # any process count, so the grids show progress on the same inputs.
+  shown_examples = min(8, config.train.batch_size)
+  sample_batch = jax.device_put(
+      patches_lib.make_dataset(source, shown_examples, seed=config.seed)[0], replicated)
   shown = getattr(method, "progress_metrics", ())
   name = method.describe(config)
 
@@ -140,9 +154,9 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   bar = tqdm(total=num_steps, initial=start, desc=f"training {name}", unit="step",
              disable=not is_main, dynamic_ncols=True)
   stop = _Interrupt()
-  step = start
+  step, stopping = start, False
   with stop:
-    while step < num_steps and not stop.requested:
+    while step < num_steps and not stopping:
       state, metrics = step_fn(state, to_global(next(iterator)))
       step += 1
       bar.update(1)
@@ -159,36 +173,54 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
           writer.write_scalars(step, scalars)
         bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()
                          if k in shown})
-      if is_main and (step % config.train.sample_every == 0 or step == num_steps):
-        images = jax.device_get(sample_fn(state.params, sample_batch))
-        plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                            title=f"{name}, step {step}")
+      if step % config.train.sample_every == 0 or step == num_steps:
+        images = jax.tree.map(distributed.to_host, sample_fn(state.params, sample_batch))
+        if is_main:
+          plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+                              title=f"{name}, step {step}")
       if save:
         checkpointing.save(mngr, step, state, iterator.get_state())
+      # Processes stop at the same step or the others would wait for them forever; with
+      # several, they agree at log steps only, to keep a collective off every step.
+      if jax.process_count() == 1:
+        stopping = stop.requested
+      elif log:
+        stopping = distributed.agree(stop.requested)
   bar.close()
-  if stop.requested and step > start:
+  if stopping and step > start:
     checkpointing.save(mngr, step, state, iterator.get_state())
-    print(f"interrupted: saved a checkpoint at step {step}; re-run the same command to resume")
+    if is_main:
+      print(f"interrupted: saved a checkpoint at step {step}; re-run the same command to "
+            "resume")
   mngr.wait_until_finished()
   mngr.close()
   if writer:
     writer.close()
-  if step >= num_steps and is_main:
-    write_holdout_figure(method, state.params, volumes, config, workdir)
+  if step >= num_steps:
+    # Host copies of the replicated params: a method's super_resolve needs no knowledge
+    # of the training mesh, and every process runs it (it may use all devices).
+    params = jax.tree.map(distributed.to_host, state.params)
+    write_holdout_figure(method, params, volumes, config, workdir)
   return state
 
 
 def write_holdout_figure(method, params, volumes, config, workdir) -> str:
-  """Super-resolves the held-out slice and saves input vs output as a PNG."""
+  """Super-resolves the held-out slice and saves input vs output as a PNG.
+
+  With several processes, all call it (the reconstruction may span their devices) and
+  process 0 writes the picture.
+  """
   v, s = holdout_slice(volumes)
   scan = volumes[v].scan
   options = volume_srr.SROptions(lr_slices=[s], progress=False)
   output = method.super_resolve(params, config, scan, options)
+  path = os.path.join(workdir, "holdout_sr.png")
+  if not distributed.is_main():
+    return path
   lr_slice = volume_lib.plane_slices(volumes[v].normalised_isotropic, scan.lr_axis)[s]
   sr_slice = volume_lib.plane_slices(output, scan.lr_axis)[s]
   how = options.with_defaults(config.eval)
   how = "whole slices" if how.mode == "full" else f"stride {how.stride}"
-  path = os.path.join(workdir, "holdout_sr.png")
   plotting.slice_comparison(
       {"input (cubic spline)": plotting.for_display(lr_slice),
        f"{method.describe(config)} ({how})": plotting.for_display(np.asarray(sr_slice))},

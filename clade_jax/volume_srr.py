@@ -63,8 +63,12 @@ class SROptions:
 
 
 def default_mesh() -> jax.sharding.Mesh | None:
-  """A 'data' mesh over this process's devices when there are several, else None."""
-  if jax.process_count() == 1 and jax.device_count() > 1:
+  """A 'data' mesh over all devices (of all processes) when there are several, else None.
+
+  With several processes, every process must then run the reconstruction, on the same
+  input: each reconstructs its share of the slices and all receive the whole result.
+  """
+  if jax.device_count() > 1:
     # Auto axes, as in training: with the default (Explicit) axes a method's own jitted
     # code fails on reshapes of sharded batches (the Winograd kernel's tiles).
     return jax.make_mesh((jax.device_count(),), ('data',),

@@ -184,17 +184,24 @@ class UnpairedPatches:
 
 def make_dataset(source, batch_size: int, *, seed: int,
                  shard_index: int = 0, shard_count: int = 1) -> grain.MapDataset:
-  """Endless, per-epoch reshuffled batches of patch pairs for one host.
+  """Endless, per-epoch reshuffled batches of examples for one host.
+
+  The global stream of examples is cut into blocks of `batch_size`; global batch k is
+  blocks k * shard_count ... k * shard_count + shard_count - 1, and this host's batch k
+  is block k * shard_count + shard_index. So the hosts together feed exactly the
+  batches one host would, row for row, and each host only samples its own block.
 
   Args:
     source: random-access examples: ``len(source)`` per epoch and
       ``source.sample(record, index)`` (see `clade_jax.methods`).
     batch_size: the host's batch size (global batch / number of hosts).
     seed: shuffle seed.
-    shard_index: this host's index (jax.process_index()).
+    shard_index: this host's block of the global batch
+      (`clade_jax.distributed.batch_shard`; jax.process_index() on a mesh in process
+      order).
     shard_count: number of hosts (jax.process_count()).
   """
   ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat()
   ds = ds.map_with_index(lambda i, record: source.sample(record, i))
-  ds = ds[shard_index::shard_count]
-  return ds.batch(batch_size, drop_remainder=True)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return ds[shard_index::shard_count]

@@ -21,7 +21,8 @@ provides:
       Pure; jitted by the driver with the state donated, the batch sharded over the
       'data' mesh axis. Metrics are scalars named 'loss/...' or 'grad_norm/...'.
   make_sample_fn(config) -> sample(params, batch) -> {column title: [N, H, W, 1]}
-      The pictures of `samples/step_*.png` for a fixed batch of 8 examples.
+      The pictures of `samples/step_*.png` for a fixed batch of up to 8 examples;
+      jitted by the driver with everything replicated.
   super_resolve(params, config, prepared, options) -> np.ndarray
       The isotropic volume, in the normalised units of `prepared.normalizer`, on
       `prepared`'s grid (`data.preprocess.PreparedInput`); `options` is a
@@ -29,6 +30,9 @@ provides:
       `volume_srr.reconstruct_planes`. Values need not stay in [-1, 1]; voxels
       beyond the intensity window get the input's values back in the shared
       inference (`data.intensity.to_scan_units`), so no method handles them.
+      With several processes every process calls it with the same params (host or single-device arrays) and input: it may split the
+      work over `volume_srr.default_mesh()` (all devices of all processes) or
+      compute on its own device.
   progress_metrics: tuple[str, ...] (optional)
       Metric names shown on the progress bar.
   config_ranges: {dotted field: config_validation.Range} (optional)
