@@ -95,6 +95,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "data.complex": ("refuse", "magnitude"),
     "data.slice_profile": ("gaussian", "rect"),
     "eval.mode": ("patch", "full"),
+    "eval.blend": ("flat", "taper"),
     "model.generator_norm": ("demod", "instance"),
     "model.conv_impl": ("auto", "xla", "im2col", "winograd"),
     "model.dtype": ("float32", "bfloat16"),
