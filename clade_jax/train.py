@@ -24,14 +24,14 @@ from tqdm import tqdm
 
 from clade_jax import checkpointing
 from clade_jax import config_validation
+from clade_jax import holdout
 from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import plotting
 from clade_jax import provenance
-from clade_jax import volume_srr
+from clade_jax.train_state import inference_params
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
-from clade_jax.data import volume as volume_lib
 from clade_jax.models import convolution
 
 
@@ -51,10 +51,7 @@ def init_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl="rbg")
 
 
-def holdout_slice(volumes) -> tuple[int, int]:
-  """The central low-resolution slice of the first volume: never trained on."""
-  first = volumes[0]
-  return 0, first.scan.isotropic.shape[first.lr_axis] // 2
+holdout_slice = holdout.holdout_slice
 
 
 def build_data(config, method=None):
@@ -95,6 +92,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                       f"{jax.device_count()} devices")
 
   volumes, source = build_data(config, method)
+  truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
   num_steps = total_steps(config, source)
   checkpointing.write_config(workdir, config, method.architecture_fields)
   if jax.process_index() == 0:
@@ -110,11 +108,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     state = jax.jit(functools.partial(method.init_state, config),
                     out_shardings=replicated)(init_key(config.seed))
     return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                       step_fn, sample_fn, batch_sharding, started)
+                       step_fn, sample_fn, batch_sharding, started, truth)
 
 
 def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding, started):
+                sample_fn, batch_sharding, started, truth=None):
   dataset = patches_lib.make_dataset(
       source, config.train.batch_size // jax.process_count(), seed=config.seed,
       shard_index=jax.process_index(), shard_count=jax.process_count())
@@ -160,7 +158,7 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
         bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()
                          if k in shown})
       if is_main and (step % config.train.sample_every == 0 or step == num_steps):
-        images = jax.device_get(sample_fn(state.params, sample_batch))
+        images = jax.device_get(sample_fn(inference_params(state), sample_batch))
         plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                             title=f"{name}, step {step}")
       if save:
@@ -174,27 +172,14 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   if writer:
     writer.close()
   if step >= num_steps and is_main:
-    write_holdout_figure(method, state.params, volumes, config, workdir)
+    write_holdout_figure(method, inference_params(state), volumes, config, workdir, truth)
   return state
 
 
-def write_holdout_figure(method, params, volumes, config, workdir) -> str:
-  """Super-resolves the held-out slice and saves input vs output as a PNG."""
-  v, s = holdout_slice(volumes)
-  scan = volumes[v].scan
-  options = volume_srr.SROptions(lr_slices=[s], progress=False)
-  output = method.super_resolve(params, config, scan, options)
-  lr_slice = volume_lib.plane_slices(volumes[v].normalised_isotropic, scan.lr_axis)[s]
-  sr_slice = volume_lib.plane_slices(output, scan.lr_axis)[s]
-  how = options.with_defaults(config.eval)
-  how = "whole slices" if how.mode == "full" else f"stride {how.stride}"
-  path = os.path.join(workdir, "holdout_sr.png")
-  plotting.slice_comparison(
-      {"input (cubic spline)": plotting.for_display(lr_slice),
-       f"{method.describe(config)} ({how})": plotting.for_display(np.asarray(sr_slice))},
-      path, title=f"held-out slice {s} of {os.path.basename(volumes[v].path)}",
-      vrange=(-1, 1))
-  return path
+def write_holdout_figure(method, params, volumes, config, workdir, truth=None) -> str:
+  """Super-resolves the held-out slice and saves input vs output (vs truth) as a PNG."""
+  holdout.check(method, params, volumes, config, workdir, truth)
+  return os.path.join(workdir, holdout.FIGURE)
 
 
 def _check_finite(metrics, step, workdir, mngr) -> dict[str, float]:
