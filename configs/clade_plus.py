@@ -6,9 +6,11 @@
 The networks, losses and training schedule are the paper's (configs/mri.py); what
 differs is chosen by measurement against a known truth (experiments/quality/README.md):
 
-- `model.residual`: both generators predict a correction to their input and start as
-  the identity, so the untrained model is the cubic spline and training only adds what
-  it learns;
+- `model.residual`: G_X predicts a correction to its input and starts as the identity,
+  so the untrained model is the cubic spline and training only adds what it learns;
+- `loss.degradation`: next to CLADE's unpaired losses, a paired one: patches of the
+  acquired high-resolution slices, re-acquired with the slice profile like the thick
+  axis (clade_jax/data/simulated_pairs.py), must come back through G_X as themselves;
 - `train.ema_decay`: samples and inference use a moving average of the generators'
   weights, which smooths out the last updates' adversarial jitter;
 - `eval.blend=taper`: overlapping patches cross-fade, so no patch grid shows at stride 12;
@@ -28,6 +30,7 @@ def get_config(arg=None):
   base = ct if "ct" in parts else mri
   config = base.get_config(",".join(sorted(parts - {"ct"})))
   config.model.residual = True
+  config.loss.degradation = 100.0
   config.train.ema_decay = 0.999
   config.eval.blend = "taper"
   config.eval.data_consistency = True

@@ -65,8 +65,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'auto' (winograd on CPU, XLA's convolutions elsewhere), 'xla', 'im2col', 'winograd'.
   config.model.conv_impl = "auto"
   config.model.dtype = "float32"  # Activations' dtype; 'bfloat16' on GPU/TPU. Params stay float32.
-  # Not in the paper (configs/clade_plus.py turns it on): the generators predict a
-  # correction to their input, starting at the identity.
+  # Not in the paper (configs/clade_plus.py turns it on): G_X, the super-resolving
+  # generator, predicts a correction to its input, starting at the identity.
   config.model.residual = False
 
   config.loss = ml_collections.ConfigDict()
@@ -74,6 +74,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.cyc = 1.0
   config.loss.ident = 1.0
   config.loss.gmap = 5.0
+  # Not in the paper: > 0 adds |G_X(y re-acquired with the slice profile) - y| with this
+  # weight (paired, from the acquired high-resolution slices; data/simulated_pairs.py).
+  config.loss.degradation = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32  # Global batch of (x, y) patch pairs; not given in the paper.

@@ -116,6 +116,10 @@ def test_residual_clade_starts_at_the_identity_and_flips_average_by_hand(data_ro
   x = _batch()["x"]
   out = clade.generator_apply_fn(config.model, tta=True)(params["G_X"], x)
   np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+  # G_Y, the degrader, starts from its random init as in the paper, not at the identity.
+  g_y = clade.create_generators(config.model)["G_Y"]
+  assert not g_y.residual
+  assert np.abs(np.asarray(g_y.apply({"params": params["G_Y"]}, x)) - x).mean() > 0.1
 
   config.model.residual = False
   params = _init(config).params["G_X"]
@@ -125,3 +129,22 @@ def test_residual_clade_starts_at_the_identity_and_flips_average_by_hand(data_ro
                 for a in ((), (1,), (2,), (1, 2))) / 4
   np.testing.assert_allclose(flipped, by_hand, rtol=1e-5, atol=1e-6)
   assert np.abs(np.asarray(flipped - plain(params, x))).max() > 1e-4
+
+
+def test_the_paired_loss_is_the_l1_of_g_x_on_simulated_pairs(data_root):
+  config = tiny_config(data_root)
+  config.loss.degradation = 3.0
+  generator, discriminator = clade.create_models(config.model)
+  params = _init(config).params
+  batch = _batch()
+  rng = np.random.default_rng(5)
+  batch.update({k: jnp.asarray(rng.uniform(-1, 1, (4, 16, 16, 1)), jnp.float32)
+                for k in ("y_lr", "y_hr")})
+  losses = jax.jit(lambda p: clade.compute_losses(p, batch, generator, discriminator,
+                                                  config.loss)[1])(params)
+  g_x = generator.apply({"params": params["G_X"]}, batch["y_lr"])
+  np.testing.assert_allclose(losses["degradation"], np.mean(np.abs(g_x - batch["y_hr"])),
+                             rtol=1e-5)
+  expected = (losses["adversarial"] + losses["cycle"] + losses["identity"]
+              + 5.0 * losses["gmap"] + 3.0 * losses["degradation"])
+  np.testing.assert_allclose(losses["generator"], expected, rtol=1e-5)
