@@ -82,12 +82,14 @@ def _local_target(mngr: ocp.CheckpointManager, step: int):
                       mngr.item_metadata(step)["state"].tree)
 
 
-def restore_params(workdir: str, step: int | None = None):
+def restore_params(workdir: str, step: int | None = None, averaged: bool = True):
   """Loads (params, config) of a trained run for inference; creates nothing.
 
   Args:
     workdir: a training workdir (config.json and checkpoints/).
     step: checkpoint step; default the latest.
+    averaged: where the state keeps averaged weights of some networks
+      (`train_state.EmaTrainState`), return those in place of the raw ones.
 
   Raises:
     CheckpointError: not a workdir, no checkpoint (or not `step`), or an unreadable
@@ -117,6 +119,8 @@ def restore_params(workdir: str, step: int | None = None):
   params = restored["state"].get("params")
   if not isinstance(params, dict) or not params:
     raise CheckpointError(f"{workdir}: checkpoint {step} holds no network parameters")
+  if averaged:  # What inference uses, where the run kept them.
+    params = {**params, **(restored["state"].get("ema_params") or {})}
   return params, config
 
 
@@ -165,6 +169,8 @@ def check_compatible(saved, config, workdir: str, architecture_fields=()) -> Non
     old, new = get_field(saved, field), get_field(config, field)
     if field == "method":  # Configs from before `method` existed hold CLADE runs.
       old, new = old or DEFAULT_METHOD, new or DEFAULT_METHOD
+    if old is None and not new:
+      continue  # A field newer than the run, at its off value (False, 0): what it ran.
     if old != new:
       raise CheckpointError(
           f"{workdir}: holds a run with {field}={old!r} but the config says {new!r}; "

@@ -100,6 +100,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "data.normalization": ("percentile", "window"),
     "eval.outside_window": ("restore", "clip"),
     "eval.mode": ("patch", "full"),
+    "eval.blend": ("flat", "taper"),
     "model.generator_norm": ("demod", "instance"),
     "model.conv_impl": ("auto", "xla", "im2col", "winograd"),
     "model.dtype": ("float32", "bfloat16"),

@@ -5,7 +5,15 @@ volume. Each slice is cut into overlapping ``patch_size`` x ``patch_size``
 patches at a ``stride``, every patch goes through the generator, the outputs are
 stitched back by summation (a scatter-add) and the sum is normalised by the
 ``coverage``, the number of patches covering each pixel (the paper's Hadamard
-product with the reciprocal of the sampling count).
+product with the reciprocal of the sampling count). That flat average is
+``blend='flat'``. With ``blend='taper'`` every patch output is weighted by a
+separable raised-cosine window (`blend_window`) before the scatter-add and the sum
+is divided by the accumulated weights instead: a pixel then comes mostly from the
+patches it is central in, where the generator saw its neighbourhood, and the weight
+of each patch fades to almost nothing at its border, so the outputs of neighbouring
+patches cross-fade instead of switching at the patch edges (the visible grid of
+stride-12 reconstructions). Both are normalised averages, so an identity or a
+constant generator is reproduced exactly either way.
 
 Everything from patch extraction to normalisation runs inside one ``jax.jit``;
 only the loop over chunks of slices runs on the host. Typical use::
@@ -64,7 +72,31 @@ from clade_jax import distributed
 # parameters and a float32 NHWC batch; must return the same shape.
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Mode = Literal['patch', 'full']
+Blend = Literal['flat', 'taper']
+BLENDS = ('flat', 'taper')
 _DATA_AXIS = 'data'
+
+
+def blend_window(patch_size: int, blend: Blend = 'flat') -> np.ndarray:
+  """The 1D weight of each pixel of a patch in the stitched average.
+
+  The 2D weight of pixel (i, j) is ``w[i] * w[j]``.
+
+  Args:
+    patch_size: Side of the square patch.
+    blend: ``'flat'``: every pixel weighs 1 (the paper's average). ``'taper'``:
+      the raised cosine ``sin^2(pi (i + 0.5) / patch_size)``, 1 at the centre
+      and falling smoothly towards the border; positive everywhere, so a pixel
+      covered by a single patch (at the image edge) still gets its value.
+
+  Returns:
+    float64 ``[patch_size]`` weights.
+  """
+  if blend == 'flat':
+    return np.ones(patch_size)
+  if blend == 'taper':
+    return np.sin(np.pi * (np.arange(patch_size) + 0.5) / patch_size) ** 2
+  raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}.")
 
 
 def patch_starts(length: int, patch_size: int, stride: int) -> np.ndarray:
@@ -104,13 +136,18 @@ def patch_starts(length: int, patch_size: int, stride: int) -> np.ndarray:
   return starts.astype(np.int32)
 
 
-def _coverage_1d(length: int, starts, patch_size: int) -> np.ndarray:
-  """Number of windows ``[s, s + patch_size)`` covering each index."""
+def _check_starts(length: int, starts, patch_size: int) -> np.ndarray:
   starts = np.asarray(starts)
   if starts.size and (starts.min() < 0 or starts.max() > length - patch_size):
     raise ValueError(
         f'Patch starts must lie in [0, {length - patch_size}], got '
         f'[{starts.min()}, {starts.max()}].')
+  return starts
+
+
+def _coverage_1d(length: int, starts, patch_size: int) -> np.ndarray:
+  """Number of windows ``[s, s + patch_size)`` covering each index."""
+  starts = _check_starts(length, starts, patch_size)
   # Difference array: +1 where a window opens, -1 one past where it closes.
   edges = np.zeros(length + 1, np.int64)
   np.add.at(edges, starts, 1)
@@ -118,11 +155,21 @@ def _coverage_1d(length: int, starts, patch_size: int) -> np.ndarray:
   return np.cumsum(edges)[:length]
 
 
+def _weight_1d(length: int, starts, window: np.ndarray) -> np.ndarray:
+  """Sum over the windows of their weights at each index (float64)."""
+  starts = _check_starts(length, starts, window.size)
+  total = np.zeros(length)
+  for start in starts:
+    total[start:start + window.size] += window
+  return total
+
+
 def coverage(
     shape: tuple[int, int],
     starts_r: np.ndarray,
     starts_c: np.ndarray,
     patch_size: int,
+    blend: Blend = 'flat',
 ) -> np.ndarray:
   """Number of patches covering each pixel (the normaliser of section 4.6).
 
@@ -134,15 +181,25 @@ def coverage(
     starts_r: Row starts of the patch grid, e.g. from `patch_starts`.
     starts_c: Column starts of the patch grid.
     patch_size: Side of the square patch.
+    blend: ``'flat'`` counts patches; ``'taper'`` sums their `blend_window`
+      weights instead (the normaliser of the tapered average).
 
   Returns:
-    float32 array ``[height, width]`` of counts.
+    float32 array ``[height, width]`` of counts (or summed weights).
   """
   height, width = shape
-  return np.outer(
-      _coverage_1d(height, starts_r, patch_size),
-      _coverage_1d(width, starts_c, patch_size),
-  ).astype(np.float32)
+  return np.outer(*_per_axis_normaliser((height, width), starts_r, starts_c,
+                                        patch_size, blend)).astype(np.float32)
+
+
+def _per_axis_normaliser(shape, starts_r, starts_c, patch_size, blend):
+  """The row and column factors of `coverage` (float64)."""
+  if blend == 'flat':
+    return (_coverage_1d(shape[0], starts_r, patch_size).astype(np.float64),
+            _coverage_1d(shape[1], starts_c, patch_size).astype(np.float64))
+  window = blend_window(patch_size, blend)
+  return (_weight_1d(shape[0], starts_r, window),
+          _weight_1d(shape[1], starts_c, window))
 
 
 def _grid_corners(starts_r, starts_c) -> tuple[np.ndarray, np.ndarray]:
@@ -280,6 +337,7 @@ def _reconstruct_patch_mode(
     patch_size: int,
     stride: int,
     patches_per_batch: int,
+    blend: Blend = 'flat',
 ) -> jax.Array:
   """Sliding-window reconstruction of ``[S, H, W]`` slices (traced in jit)."""
   num_slices, height, width = slices.shape
@@ -300,6 +358,11 @@ def _reconstruct_patch_mode(
   num_batches = -(-num_patches // patches_per_batch)
   batch_size = -(-num_patches // num_batches)
   rows, cols = jnp.asarray(rows), jnp.asarray(cols)
+  # The flat average multiplies by nothing, so it stays the paper's arithmetic.
+  window = None
+  if blend != 'flat':
+    window_1d = blend_window(patch_size, blend)
+    window = jnp.asarray(np.outer(window_1d, window_1d), jnp.float32)
 
   def add_batch(accumulator, batch_index):
     item = batch_index * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
@@ -314,7 +377,10 @@ def _reconstruct_patch_mode(
     outputs = apply_fn(params, patches)
     _check_output(outputs, patches.shape)
     outputs = outputs.reshape(batch_size, 1, patch_size, patch_size)
-    return _scatter_add(accumulator, starts, outputs.astype(jnp.float32)), None
+    outputs = outputs.astype(jnp.float32)
+    if window is not None:
+      outputs = outputs * window
+    return _scatter_add(accumulator, starts, outputs), None
 
   # zeros_like, not zeros: under shard_map it inherits the mesh axes the
   # slices vary over, which the scan carry's input and output must share.
@@ -323,11 +389,10 @@ def _reconstruct_patch_mode(
       add_batch, accumulator, jnp.arange(num_batches, dtype=jnp.int32))
   # Coverage is separable, so build it from the two per-axis counts on
   # device rather than embedding an H x W constant in the program.
-  pixel_coverage = (
-      jnp.asarray(_coverage_1d(padded_height, starts_r, patch_size),
-                  jnp.float32)[:, None]
-      * jnp.asarray(_coverage_1d(padded_width, starts_c, patch_size),
-                    jnp.float32)[None, :])
+  rows_total, cols_total = _per_axis_normaliser(
+      (padded_height, padded_width), starts_r, starts_c, patch_size, blend)
+  pixel_coverage = (jnp.asarray(rows_total, jnp.float32)[:, None]
+                    * jnp.asarray(cols_total, jnp.float32)[None, :])
   return (accumulator / pixel_coverage)[:, :height, :width]
 
 
@@ -348,7 +413,7 @@ def _reconstruct_full_mode(
 @functools.partial(
     jax.jit,
     static_argnames=('apply_fn', 'patch_size', 'stride', 'patches_per_batch',
-                     'mode', 'size_multiple', 'mesh'))
+                     'mode', 'size_multiple', 'mesh', 'blend'))
 def reconstruct_chunk(
     params: Any,
     slices: jax.Array,
@@ -360,6 +425,7 @@ def reconstruct_chunk(
     mode: Mode = 'patch',
     size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
+    blend: Blend = 'flat',
 ) -> jax.Array:
   """Super-resolves one chunk of slices in a single jitted call.
 
@@ -400,9 +466,11 @@ def reconstruct_chunk(
     if patches_per_batch < 1:
       raise ValueError(
           f'patches_per_batch must be >= 1, got {patches_per_batch}.')
+    if blend not in BLENDS:
+      raise ValueError(f'blend must be one of {BLENDS}, got {blend!r}.')
     reconstruct = functools.partial(
         _reconstruct_patch_mode, apply_fn, patch_size=patch_size,
-        stride=stride, patches_per_batch=patches_per_batch)
+        stride=stride, patches_per_batch=patches_per_batch, blend=blend)
   elif mode == 'full':
     reconstruct = functools.partial(
         _reconstruct_full_mode, apply_fn, size_multiple=size_multiple)
@@ -430,6 +498,7 @@ def make_slice_reconstructor(
     mode: Mode = 'patch',
     size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
+    blend: Blend = 'flat',
 ) -> Callable[[Any, jax.Array], jax.Array]:
   """Binds the static settings of `reconstruct_chunk`.
 
@@ -441,6 +510,7 @@ def make_slice_reconstructor(
     mode: See `reconstruct_chunk`.
     size_multiple: See `reconstruct_chunk`.
     mesh: See `reconstruct_chunk`.
+    blend: See `reconstruct_chunk`.
 
   Returns:
     A jitted ``reconstruct(params, slices [S, H, W]) -> [S, H, W]``.
@@ -448,7 +518,7 @@ def make_slice_reconstructor(
   return functools.partial(
       reconstruct_chunk, apply_fn=apply_fn, patch_size=patch_size,
       stride=stride, patches_per_batch=patches_per_batch, mode=mode,
-      size_multiple=size_multiple, mesh=mesh)
+      size_multiple=size_multiple, mesh=mesh, blend=blend)
 
 
 def reconstruct_slices(
@@ -464,6 +534,7 @@ def reconstruct_slices(
     size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     progress: Callable[[int], Any] | None = None,
+    blend: Blend = 'flat',
 ) -> np.ndarray:
   """Super-resolves a stack of 2D slices, a chunk of slices per jitted call.
 
@@ -489,6 +560,7 @@ def reconstruct_slices(
       slices; each receives the whole result.
     progress: Called with the number of slices finished after each chunk,
       e.g. ``tqdm_bar.update``.
+    blend: ``'flat'`` or ``'taper'``, see `reconstruct_chunk`.
 
   Returns:
     float32 numpy ``[S, H, W]`` reconstructed slices.
@@ -505,7 +577,7 @@ def reconstruct_slices(
   reconstruct = make_slice_reconstructor(
       apply_fn, patch_size=patch_size, stride=stride,
       patches_per_batch=patches_per_batch, mode=mode,
-      size_multiple=size_multiple, mesh=mesh)
+      size_multiple=size_multiple, mesh=mesh, blend=blend)
 
   chunk_size = min(slices_per_chunk, num_slices)
   if mesh is not None:

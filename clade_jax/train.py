@@ -31,14 +31,14 @@ from tqdm import tqdm
 from clade_jax import checkpointing
 from clade_jax import config_validation
 from clade_jax import distributed
+from clade_jax import holdout
 from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import plotting
 from clade_jax import provenance
-from clade_jax import volume_srr
+from clade_jax.train_state import inference_params
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
-from clade_jax.data import volume as volume_lib
 from clade_jax.models import convolution
 
 
@@ -58,10 +58,7 @@ def init_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl="rbg")
 
 
-def holdout_slice(volumes) -> tuple[int, int]:
-  """The central low-resolution slice of the first volume: never trained on."""
-  first = volumes[0]
-  return 0, first.scan.isotropic.shape[first.lr_axis] // 2
+holdout_slice = holdout.holdout_slice
 
 
 def build_data(config, method=None):
@@ -102,6 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                       f"{jax.device_count()} devices")
 
   volumes, source = build_data(config, method)
+  truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
   num_steps = total_steps(config, source)
   checkpointing.write_config(workdir, config, method.architecture_fields)
   if distributed.is_main():
@@ -121,11 +119,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     state = jax.jit(functools.partial(method.init_state, config),
                     out_shardings=replicated)(init_key(config.seed))
     return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                       step_fn, sample_fn, batch_sharding, replicated, started)
+                       step_fn, sample_fn, batch_sharding, replicated, started, truth)
 
 
 def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding, replicated, started):
+                sample_fn, batch_sharding, replicated, started, truth=None):
   block, blocks = distributed.batch_shard(batch_sharding, config.train.batch_size)
   dataset = patches_lib.make_dataset(source, config.train.batch_size // blocks,
                                      seed=config.seed, shard_index=block, shard_count=blocks)
@@ -174,7 +172,7 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
         bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()
                          if k in shown})
       if step % config.train.sample_every == 0 or step == num_steps:
-        images = jax.tree.map(distributed.to_host, sample_fn(state.params, sample_batch))
+        images = jax.tree.map(distributed.to_host, sample_fn(inference_params(state), sample_batch))
         if is_main:
           plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                               title=f"{name}, step {step}")
@@ -199,34 +197,19 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   if step >= num_steps:
     # Host copies of the replicated params: a method's super_resolve needs no knowledge
     # of the training mesh, and every process runs it (it may use all devices).
-    params = jax.tree.map(distributed.to_host, state.params)
-    write_holdout_figure(method, params, volumes, config, workdir)
+    params = jax.tree.map(distributed.to_host, inference_params(state))
+    write_holdout_figure(method, params, volumes, config, workdir, truth)
   return state
 
 
-def write_holdout_figure(method, params, volumes, config, workdir) -> str:
-  """Super-resolves the held-out slice and saves input vs output as a PNG.
+def write_holdout_figure(method, params, volumes, config, workdir, truth=None) -> str:
+  """Super-resolves the held-out slice and saves input vs output (vs truth) as a PNG.
 
   With several processes, all call it (the reconstruction may span their devices) and
-  process 0 writes the picture.
+  process 0 writes the picture and the scores.
   """
-  v, s = holdout_slice(volumes)
-  scan = volumes[v].scan
-  options = volume_srr.SROptions(lr_slices=[s], progress=False)
-  output = method.super_resolve(params, config, scan, options)
-  path = os.path.join(workdir, "holdout_sr.png")
-  if not distributed.is_main():
-    return path
-  lr_slice = volume_lib.plane_slices(volumes[v].normalised_isotropic, scan.lr_axis)[s]
-  sr_slice = volume_lib.plane_slices(output, scan.lr_axis)[s]
-  how = options.with_defaults(config.eval)
-  how = "whole slices" if how.mode == "full" else f"stride {how.stride}"
-  plotting.slice_comparison(
-      {"input (cubic spline)": plotting.for_display(lr_slice),
-       f"{method.describe(config)} ({how})": plotting.for_display(np.asarray(sr_slice))},
-      path, title=f"held-out slice {s} of {os.path.basename(volumes[v].path)}",
-      vrange=(-1, 1))
-  return path
+  holdout.check(method, params, volumes, config, workdir, truth)
+  return os.path.join(workdir, holdout.FIGURE)
 
 
 def _check_finite(metrics, step, workdir, mngr) -> dict[str, float]:

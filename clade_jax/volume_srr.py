@@ -35,6 +35,8 @@ class SROptions:
   Attributes:
     stride: sliding-window stride in pixels (patch-based methods).
     mode: 'patch' (sliding window) or 'full' (whole slices).
+    blend: how a sliding window averages overlapping patches, 'flat' or 'taper'
+      (`srr.blend_window`).
     batch_size: examples per network call; sets the peak memory.
     planes: 'trained' (the trained low-resolution plane) or 'both' (the two
       low-resolution planes, combined by the method; averaged here). None: the run's
@@ -47,6 +49,7 @@ class SROptions:
 
   stride: int | None = None
   mode: str | None = None
+  blend: str | None = None
   batch_size: int | None = None
   planes: Planes | None = None
   slices_per_chunk: int = 8

@@ -27,6 +27,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.root = ""  # A NIfTI file, a directory of them, or a glob.
   config.data.make_demo = False  # Write the bundled demo volumes into `root` first.
+  # The isotropic ground truth of the first volume, if known (a simulation, the demo):
+  # the end of training then scores the held-out slice against it (clade_jax/holdout.py).
+  config.data.truth = ""
   config.data.thick_axis = -1  # Voxel axis of the thick slices; -1 detects it.
   config.data.lr_plane = "auto"  # LR slices: auto (first in-plane axis), sagittal, coronal, axial.
   config.data.target_spacing = 0.0  # Isotropic spacing in mm; 0 = finest in-plane spacing.
@@ -67,12 +70,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'auto' (winograd on CPU, XLA's convolutions elsewhere), 'xla', 'im2col', 'winograd'.
   config.model.conv_impl = "auto"
   config.model.dtype = "float32"  # Activations' dtype; 'bfloat16' on GPU/TPU. Params stay float32.
+  # Not in the paper (configs/clade_plus.py turns it on): G_X, the super-resolving
+  # generator, predicts a correction to its input, starting at the identity.
+  config.model.residual = False
 
   config.loss = ml_collections.ConfigDict()
   config.loss.gan = "log"  # 'log' (paper Eq. 1) or 'lsgan'.
   config.loss.cyc = 1.0
   config.loss.ident = 1.0
   config.loss.gmap = 5.0
+  # Not in the paper: > 0 adds |G_X(y re-acquired with the slice profile) - y| with this
+  # weight (paired, from the acquired high-resolution slices; data/simulated_pairs.py).
+  config.loss.degradation = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32  # Global batch of (x, y) patch pairs; not given in the paper.
@@ -81,6 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.learning_rate = 2e-4
   config.train.beta1 = 0.5
   config.train.beta2 = 0.999
+  # Not in the paper: > 0 keeps an exponential moving average of the generators'
+  # weights with this decay (warmed up), used for samples and inference.
+  config.train.ema_decay = 0.0
   config.train.log_every = 50
   config.train.sample_every = 500  # PNG grid of LR -> SR -> cycled patches.
 
@@ -91,6 +103,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.stride = 12  # Sliding-window stride at inference (paper Table 7).
   config.eval.mode = "patch"  # 'patch' (sliding window) or 'full' (whole slice).
+  # How overlapping patches are averaged: 'flat' (the paper) or 'taper' (a raised
+  # cosine that fades each patch out towards its border: no visible patch grid).
+  config.eval.blend = "flat"
+  config.eval.tta = False  # Average G_X over the 4 flips of each patch (4x the time).
   config.eval.batch_size = 256  # Patches per generator call at inference.
   # Project the output onto the volumes that re-acquired with the slice profile give
   # the acquired slices (clade_jax/data/consistency.py). Off: the paper has no such step.

@@ -46,6 +46,8 @@ def test_config_builds_a_known_method_and_its_docstring_gives_the_command(name):
     ("clade_no_gmap", "mri", {"loss.gmap"}, "CLADE (no L_gmap)"),
     ("cyclegan", "mri", {"loss.gmap", "model.generator_norm"}, "CycleGAN"),
     ("glade", "mri", {"model.generator_norm", "data.patch_size", "loss.ident"}, "GLADE"),
+    ("clade_plus", "mri", {"model.residual", "loss.degradation", "train.ema_decay",
+                           "eval.blend", "eval.data_consistency"}, "CLADE+"),
 ])
 def test_variants_differ_from_their_base_only_in_the_papers_fields(name, base, fields, label):
   assert differing_fields(get(name), get(base)) == fields
@@ -59,7 +61,11 @@ def test_arguments_combine_and_apply_to_every_variant():
   assert small_ct.eval.stride == get("ct").eval.stride
   assert differing_fields(get("glade", "demo"), get("mri", "demo")) == differing_fields(
       get("glade"), get("mri"))
-  assert differing_fields(get("demo"), get("mri", "demo")) == set()
+  for arg in ("demo", "small", "ct", "ct,demo"):
+    size = arg.replace("ct", "").strip(",")
+    plus, base = get("clade_plus", arg), get("ct" if "ct" in arg else "mri", size)
+    assert differing_fields(plus, base) == differing_fields(get("clade_plus"), get("mri"))
+  assert differing_fields(get("demo"), get("clade_plus", "demo")) == set()
 
 
 @pytest.mark.parametrize("name, arg, message", [

@@ -71,3 +71,24 @@ def test_instance_norm_normalises_each_image_and_channel():
   y = np.asarray(layers.instance_norm(x))
   np.testing.assert_allclose(y.mean(axis=(1, 2)), 0, atol=1e-5)
   np.testing.assert_allclose(y.std(axis=(1, 2)), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["demod", "instance"])
+def test_residual_generator_starts_at_the_identity_and_can_leave_it(norm):
+  generator = ResnetGenerator(features=4, num_blocks=1, norm=norm, residual=True)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 1), minval=-1.2, maxval=1.2)
+  params = jax.jit(generator.init)(jax.random.key(1, impl="rbg"), x)
+  # Exactly the input, also outside tanh's range: the correction is tanh(0) = 0.
+  np.testing.assert_array_equal(np.asarray(jax.jit(generator.apply)(params, x)), x)
+  # The zero last layer still gets a gradient, so training moves the output.
+  target = jnp.flip(x, axis=1)
+  grads = jax.grad(lambda p: jnp.mean((generator.apply(p, x) - target) ** 2))(params)
+  last = [k for k in grads["params"] if k.startswith("Conv_")][-1]
+  assert float(jnp.abs(grads["params"][last]["kernel"]).max()) > 0
+
+
+def test_residual_generator_has_the_papers_parameter_shapes():
+  x = jnp.zeros((1, 32, 32, 1))
+  shapes = [jax.eval_shape(ResnetGenerator(8, 2, residual=r).init, jax.random.key(0), x)
+            for r in (False, True)]
+  assert shapes[0] == shapes[1]

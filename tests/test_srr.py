@@ -340,3 +340,94 @@ def test_sharded_over_data_mesh(tiny, mode):
   out = reconstruct(params, chunk)
   assert len(out.sharding.device_set) == jax.device_count()
   np.testing.assert_allclose(np.asarray(out), tiny[mode][:2], atol=1e-6)
+
+
+# ------------------------------------------------------------------- blending
+
+
+def test_blend_window_values():
+  np.testing.assert_array_equal(srr.blend_window(PATCH, 'flat'), np.ones(PATCH))
+  taper = srr.blend_window(PATCH, 'taper')
+  i = np.arange(PATCH)
+  np.testing.assert_allclose(taper, np.sin(np.pi * (i + 0.5) / PATCH) ** 2)
+  np.testing.assert_allclose(taper, taper[::-1])  # Symmetric.
+  assert taper.min() > 0 and taper.max() <= 1  # Every pixel keeps some weight.
+  with pytest.raises(ValueError, match='blend'):
+    srr.blend_window(PATCH, 'gaussian')
+
+
+@pytest.mark.parametrize('shape', [(45, 70), (32, 32)])
+@pytest.mark.parametrize('stride', [6, 12])
+def test_taper_coverage_is_the_sum_of_the_weights(shape, stride):
+  window = srr.blend_window(PATCH, 'taper')
+  starts_r = srr.patch_starts(shape[0], PATCH, stride)
+  starts_c = srr.patch_starts(shape[1], PATCH, stride)
+  expected = np.zeros(shape)
+  for r in starts_r:
+    for c in starts_c:
+      expected[r:r + PATCH, c:c + PATCH] += np.outer(window, window)
+  np.testing.assert_allclose(
+      srr.coverage(shape, starts_r, starts_c, PATCH, blend='taper'), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('shape,stride', [((45, 70), 12), ((45, 70), 1), ((33, 97), 6),
+                                          ((20, 50), 32)])
+def test_taper_reproduces_identity_and_constant_generators(shape, stride):
+  slices = _random_slices(2, *shape)
+  out = srr.reconstruct_slices(_identity, None, slices, stride=stride, blend='taper')
+  np.testing.assert_allclose(out, slices, atol=1e-6, rtol=1e-5)
+  constant = srr.reconstruct_slices(lambda p, x: jnp.full_like(x, 0.37), None, slices,
+                                    stride=stride, blend='taper')
+  np.testing.assert_allclose(constant, 0.37, rtol=1e-5)  # float32 sums, as above.
+
+
+def test_taper_matches_loop_weighted_average():
+  height, width, stride = 45, 70, 12
+  weights = np.random.default_rng(2).normal(size=(PATCH, PATCH)).astype(np.float32)
+
+  def weighted(params, patches):
+    del params
+    return patches * weights[None, :, :, None] + 0.5
+
+  slices = _random_slices(1, height, width)
+  out = srr.reconstruct_slices(weighted, None, slices, stride=stride,
+                               patches_per_batch=5, blend='taper')
+  window = np.outer(*(2 * [srr.blend_window(PATCH, 'taper')]))
+  total, norm = np.zeros((height, width)), np.zeros((height, width))
+  for r in srr.patch_starts(height, PATCH, stride):
+    for c in srr.patch_starts(width, PATCH, stride):
+      patch = slices[0, r:r + PATCH, c:c + PATCH] * weights + 0.5
+      total[r:r + PATCH, c:c + PATCH] += window * patch
+      norm[r:r + PATCH, c:c + PATCH] += window
+  np.testing.assert_allclose(out[0], total / norm, atol=1e-5)
+
+
+def _seam_jumps(image, boundaries):
+  """Largest |difference of adjacent rows| across the given row boundaries."""
+  jumps = np.abs(np.diff(image, axis=0))
+  return jumps[np.asarray(boundaries) - 1].max()
+
+
+def test_taper_removes_the_steps_of_patch_wise_offsets():
+  # A generator that shifts each patch by its own mean (the blockiness of
+  # per-patch statistics): a flat average switches between patch offsets where
+  # a patch starts or ends, the taper fades them in.
+  def offset_by_mean(params, patches):
+    del params
+    return patches + jnp.mean(patches, axis=(1, 2, 3), keepdims=True)
+
+  height = 96
+  ramp = np.linspace(-1, 1, height, dtype=np.float32)[:, None]
+  slices = np.broadcast_to(ramp * ramp * 3, (1, height, 40)).copy()
+  starts = srr.patch_starts(height, PATCH, 12)
+  edges = sorted({int(s) for s in starts[1:]} | {int(s) + PATCH for s in starts[:-1]})
+  smooth = _seam_jumps(slices[0], edges)  # The input's own slope.
+  flat = srr.reconstruct_slices(offset_by_mean, None, slices, stride=12)[0]
+  taper = srr.reconstruct_slices(offset_by_mean, None, slices, stride=12, blend='taper')[0]
+  assert _seam_jumps(flat, edges) > 3 * smooth
+  assert _seam_jumps(taper, edges) < 0.3 * _seam_jumps(flat, edges)
+
+
+def test_rejects_unknown_blend():
+  with pytest.raises(ValueError, match='blend'):
+    srr.reconstruct_slices(_identity, None, _random_slices(1, 40, 40), blend='median')

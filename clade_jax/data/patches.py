@@ -102,6 +102,10 @@ def prepare_volumes(data_config) -> list[PreparedVolume]:
 class UnpairedPatches:
   """Random-access source of {'x': [P, P, 1], 'y': [P, P, 1]} float32 patch pairs.
 
+  With `simulators` (one `simulated_pairs.Simulator` per volume) each example also
+  holds 'y_lr' and 'y_hr': the Y patch as the thick-slice acquisition would have made
+  it (oriented like the X patches) and the patch itself.
+
   Args:
     volumes: prepared training volumes.
     patch_size: square patch side.
@@ -111,11 +115,14 @@ class UnpairedPatches:
     hr_slices: 'acquired' or 'all' (see configs/mri.py).
     holdout: X slices (volume index, slice index) kept out of training.
     seed: base of every sample's random stream.
+    simulators: optional, per volume: add simulated pairs made from the Y patches.
   """
 
   def __init__(self, volumes, *, patch_size=32, patches_per_slice=4, min_foreground=0.3,
-               background_level=0.05, hr_slices="acquired", holdout=(), seed=0):
+               background_level=0.05, hr_slices="acquired", holdout=(), seed=0,
+               simulators=None):
     self.patch_size = patch_size
+    self.simulators = simulators
     self.min_foreground = min_foreground
     self.threshold = -1.0 + 2.0 * background_level
     self.seed = seed
@@ -160,17 +167,22 @@ class UnpairedPatches:
 
   def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random patch with enough foreground; a few cheap draws, then an exact search."""
+    r, c = self._corner(image, rng)
+    return image[r:r + self.patch_size, c:c + self.patch_size]
+
+  def _corner(self, image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """The top-left corner of `_crop`'s patch."""
     p = self.patch_size
     h, w = image.shape
     for _ in range(8):
       r, c = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
       patch = image[r:r + p, c:c + p]
       if np.mean(patch > self.threshold) >= self.min_foreground - 1e-6:
-        return patch
+        return int(r), int(c)
     frac = self._foreground_fraction(image[None])[0]
     candidates = np.flatnonzero(frac >= self.min_foreground - 1e-6)
     r, c = np.unravel_index(rng.choice(candidates), frac.shape)
-    return image[r:r + p, c:c + p]
+    return int(r), int(c)
 
   def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
     """The pair for X record `record` at global sample position `index`."""
@@ -178,8 +190,14 @@ class UnpairedPatches:
     xv, xs = self.x_slices[record % len(self.x_slices)]
     yv, ys = self.y_slices[rng.integers(len(self.y_slices))]
     x = self._crop(self.x_stacks[xv][xs], rng)
-    y = self._crop(self.y_stacks[yv][ys], rng)
-    return {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
+    image = self.y_stacks[yv][ys]
+    r, c = self._corner(image, rng)
+    y = image[r:r + self.patch_size, c:c + self.patch_size]
+    example = {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
+    if self.simulators is not None:
+      lr, hr = self.simulators[yv].pair(image, r, c, rng)
+      example.update(y_lr=lr[..., None], y_hr=hr[..., None])
+    return example
 
 
 def make_dataset(source, batch_size: int, *, seed: int,

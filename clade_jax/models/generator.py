@@ -2,9 +2,17 @@
 
 The shape follows Zhu et al.'s CycleGAN generator (paper Fig. 2): an encoder
 (7x7 conv, two stride-2 convs), `num_blocks` residual blocks, a decoder (two stride-2
-transposed convs, 7x7 conv) and tanh, with reflect padding. The only switch is how
+transposed convs, 7x7 conv) and tanh, with reflect padding. The paper's switch is how
 activations are normalised: 'demod' demodulates every kernel (CLADE, no norm layers),
 'instance' uses plain kernels followed by instance norm (conventional CycleGAN).
+
+`residual=True` (not in the paper) makes the network predict a correction to its input:
+output = input + tanh(last conv). The last conv is then a plain convolution with a zero
+kernel and bias, so the untrained generator is the identity (the cubic-spline input the
+paper starts from) and training only has to learn what differs from it. It is not
+demodulated: Eq. 6 scales a kernel to unit norm, which a zero kernel has no direction
+for (and its gradient there is 1 / sqrt(1e-8)); the demodulated layers before it keep
+what demodulation is for, activations without per-patch statistics.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ class ResnetGenerator(nn.Module):
     num_blocks: residual blocks (6 in the paper).
     norm: 'demod' (CLADE) or 'instance' (conventional CycleGAN).
     out_channels: output channels; default the input's.
+    residual: predict a correction to the input, starting at the identity (see the
+      module docstring); needs out_channels equal to the input's.
     dtype: compute dtype of the activations, e.g. 'bfloat16' on accelerators. Params
       stay float32; the output is float32 whatever this is.
   """
@@ -49,6 +59,7 @@ class ResnetGenerator(nn.Module):
   num_blocks: int = 6
   norm: str = "demod"
   out_channels: int | None = None
+  residual: bool = False
   dtype: str = "float32"
 
   @nn.compact
@@ -68,8 +79,14 @@ class ResnetGenerator(nn.Module):
       h = layers.ConvTranspose(f * mult, demodulate=self.norm == "demod")(h)
       h = nn.relu(_normalise(h, self.norm))
     out = self.out_channels or x.shape[-1]
-    h = conv(out, 7)(layers.reflect_pad(h, 3))
-    return nn.tanh(h.astype(jnp.float32))
+    if not self.residual:
+      h = conv(out, 7)(layers.reflect_pad(h, 3))
+      return nn.tanh(h.astype(jnp.float32))
+    if out != x.shape[-1]:
+      raise ValueError(f"a residual generator maps {x.shape[-1]} channels to as many, "
+                       f"not {out}")
+    h = layers.Conv(out, 7, kernel_init=nn.initializers.zeros)(layers.reflect_pad(h, 3))
+    return x.astype(jnp.float32) + nn.tanh(h.astype(jnp.float32))
 
 
 def _normalise(h: jax.Array, norm: str) -> jax.Array:

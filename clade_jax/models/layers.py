@@ -58,6 +58,7 @@ class Conv(nn.Module):
     padding: symmetric zero padding in pixels (0 = 'VALID').
     demodulate: apply Eq. 6 to the kernel before convolving.
     use_bias: add a learned bias after the convolution.
+    kernel_init: initialiser of the kernel (CycleGAN's N(0, 0.02) by default).
   """
 
   features: int
@@ -66,11 +67,12 @@ class Conv(nn.Module):
   padding: int = 0
   demodulate: bool = False
   use_bias: bool = True
+  kernel_init: nn.initializers.Initializer = KERNEL_INIT
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", KERNEL_INIT, (k, k, x.shape[-1], self.features))
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
     y = convolution.conv(x, _prepare_kernel(kernel, self.demodulate, x.dtype),
                          self.strides, self.padding)
     if self.use_bias:
