@@ -7,7 +7,9 @@ The paper's autoencoder (four blocks, 32 kernels doubling per block, a 256- and 
 16-channel 3x3 convolution, leaky ReLU, batch norm; clade_jax/models/autoencoder.py)
 trained on random 128x128 patches of the acquired in-plane slices with 90-degree
 rotations and random intensity changes, MSE, Adam at 1e-5
-(clade_jax/methods/ae_interp.py). Not given in the paper, chosen here: batch 16, 8
+(clade_jax/methods/ae_interp.py). The paper's inference decodes the mixed code
+(``eval.interpolation = 'latent'``); the default here is the bias-corrected variant
+('corrected', not in the paper), which measured better (experiments/ae_interp/README.md). Not given in the paper, chosen here: batch 16, 8
 patches per slice per epoch, 100 epochs, the intensity change (gain 1 +- 0.1 about
 the background, offset +- 0.1 in [-1, 1] units), Adam's betas (PyTorch's defaults).
 Watch `loss/mse` fall and the reconstructions in WORKDIR/samples.
@@ -70,6 +72,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # reconstruction D(E(x)) (False, the paper's pipeline). experiments/ae_interp/README.md
   # measures both.
   config.eval.keep_acquired = True
+  # 'latent': the paper's D((1 - a) z_n + a z_{n+1}). 'corrected' (not in the paper, the
+  # default by measurement): base + D(mix of codes) - mix of D(z_n), D(z_{n+1}), so the
+  # autoencoder's reconstruction bias cancels (clade_jax/methods/ae_interp.py); base
+  # 'cubic' (the cubic-spline input) or 'linear' (of the acquired slices). Measured in
+  # experiments/ae_interp/README.md; --config.eval.interpolation=latent for the paper's.
+  config.eval.interpolation = "corrected"
+  config.eval.correction_base = "cubic"
   config.eval.data_consistency = False  # As for every method: clade_jax/data/consistency.py.
   config.eval.consistency_regularisation = 0.0
 

@@ -37,6 +37,7 @@ def tiny_config(root=""):
   config.train.sample_every = 2
   config.ckpt.every = 2
   config.eval.batch_size = 4
+  config.eval.interpolation = "latent"  # The paper's decoding; the corrected one by name.
   return config
 
 
@@ -108,6 +109,70 @@ def test_alpha_0_and_1_reproduce_the_reconstructions_and_between_mixes_the_codes
   np.testing.assert_allclose(kept[2], out[2], atol=1e-6)
 
 
+def _linear_decoder_config():
+  """The tiny config with leaky ReLU slope 1: every layer, so the decoder, is affine in
+  the code (convolutions, batch norm with running averages, nearest upsampling)."""
+  config = tiny_config()
+  config.model.negative_slope = 1.0
+  return config
+
+
+def test_corrected_is_the_base_at_acquired_slices_and_adds_the_latent_excess_between(params):
+  config = tiny_config()
+  rng = np.random.default_rng(4)
+  slices = rng.uniform(-1, 1, (3, 18, 22)).astype(np.float32)
+  positions = np.array([0.0, 1.0, 2.0, 0.25, 1.6])
+  out = ae_interp.interpolate_slices(params, config, slices, positions, corrected=True,
+                                     keep_acquired=False, slices_per_call=2)
+  np.testing.assert_array_equal(out[:3], slices)  # a = 0 / 1: the linear base, exactly.
+  padded = np.pad(slices, ((0, 0), (0, 2), (0, 2)), mode="edge")
+  recon = _reconstruct(params, config, padded)[:, :18, :22]
+  codes = _codes(params, config, padded)
+  model = ae_interp.create_model(config.model)
+  for j, (n, a) in ((3, (0, 0.25)), (4, (1, 0.6))):
+    decoded = np.asarray(model.apply(params["autoencoder"],
+                                     (1 - a) * codes[n:n + 1] + a * codes[n + 1:n + 2],
+                                     method="decode"))[0, :18, :22, 0]
+    expected = ((1 - a) * slices[n] + a * slices[n + 1]
+                + decoded - ((1 - a) * recon[n] + a * recon[n + 1]))
+    np.testing.assert_allclose(out[j], expected, atol=1e-5)
+    # The random network's latent mixing is not pixel mixing: there is a correction.
+    assert np.abs(out[j] - ((1 - a) * slices[n] + a * slices[n + 1])).max() > 1e-2
+
+  base = rng.uniform(-1, 1, (5, 18, 22)).astype(np.float32)  # An explicit base (cubic's).
+  on_base = ae_interp.interpolate_slices(params, config, slices, positions, corrected=True,
+                                         base=base, keep_acquired=False, slices_per_call=2)
+  np.testing.assert_array_equal(on_base[:3], base[:3])
+  # The same correction, on another base.
+  np.testing.assert_allclose(on_base[3:] - base[3:],
+                             out[3:] - expected_gap(slices, positions[3:]), atol=1e-5)
+  with pytest.raises(ValueError, match="base"):
+    ae_interp.interpolate_slices(params, config, slices, positions, corrected=True,
+                                 base=base[:4])
+
+
+def expected_gap(slices, positions):
+  """Linear interpolation of `slices` at fractional `positions`, computed by hand."""
+  n = np.minimum(np.floor(positions), len(slices) - 2).astype(int)
+  a = (positions - n)[:, None, None]
+  return (1 - a) * slices[n] + a * slices[n + 1]
+
+
+def test_a_decoder_linear_in_the_code_adds_nothing_to_the_base(params):
+  config = _linear_decoder_config()
+  rng = np.random.default_rng(5)
+  slices = rng.uniform(-1, 1, (4, 16, 20)).astype(np.float32)
+  positions = np.array([0.0, 0.3, 0.5, 1.75, 2.5, 3.0])
+  base = expected_gap(slices, positions)
+  out = ae_interp.interpolate_slices(params, config, slices, positions, corrected=True,
+                                     slices_per_call=4)
+  scale = np.abs(_reconstruct(params, config, slices)).max()
+  np.testing.assert_allclose(out, base, atol=1e-5 * max(scale, 1.0))
+  latent = ae_interp.interpolate_slices(params, config, slices, positions, slices_per_call=4)
+  # The uncorrected latent mixture is the mixture of reconstructions, not of the slices.
+  assert np.abs(latent[1:5] - base[1:5]).max() > 1e-2
+
+
 def test_a_slice_decodes_the_same_whatever_it_is_batched_with(params):
   config = tiny_config()
   rng = np.random.default_rng(2)
@@ -168,6 +233,28 @@ def test_output_is_on_the_isotropic_grid_and_keeps_the_acquired_slices(
   expected = intensity.to_scan_units(np.asarray(expected)[0, ..., 0], prepared.isotropic[:, j],
                                      prepared.normalizer, limits=prepared.acquired_range)
   np.testing.assert_allclose(out[:, j], expected, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("base_kind", ["linear", "cubic"])
+def test_corrected_inference_with_a_linear_decoder_is_its_base_in_scan_units(params, base_kind):
+  config = _linear_decoder_config()
+  config.eval.interpolation = "corrected"
+  config.eval.correction_base = base_kind
+  config.eval.keep_acquired = False  # The corrected output needs no substitution.
+  data, affine = _scan((20, 10, 24), 4.0, noise=0.5)
+  out, _ = inference.super_resolve(data, affine, params, config, SROptions(progress=False))
+  prepared = preprocess.prepare_input(data, affine, config.data)
+  if base_kind == "cubic":  # The cubic-spline input every method gets.
+    expected = prepared.isotropic
+  else:
+    positions = ae_interp.output_positions(prepared)
+    acquired = prepared.normalizer.forward(np.moveaxis(prepared.acquired, 1, 0))
+    expected = intensity.to_scan_units(
+        np.moveaxis(expected_gap(acquired, positions), 0, 1), prepared.isotropic,
+        prepared.normalizer, limits=prepared.acquired_range)
+  expected = np.clip(expected, *prepared.acquired_range)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=0.05)
+  np.testing.assert_allclose(out[:, ::4], data, rtol=1e-4, atol=0.05)  # Acquired slices.
 
 
 # ---------------------------------------------------------------- training and data
@@ -285,6 +372,10 @@ def test_shipped_configs_are_valid_and_bad_values_are_one_line(tmp_path):
   assert err.value.problems == [
       "model.latent_features=0 is out of range: must be >= 1",
       "data.intensity_scale=1.5 is out of range: must be in [0, 1)"]
+  config = tiny_config(tmp_path)
+  config.eval.interpolation = "cubic"
+  with pytest.raises(ConfigError, match=r"^eval.interpolation='cubic' is not one of latent, corrected$"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
   config = tiny_config(tmp_path)
   config.data.patch_size = 18
   with pytest.raises(ConfigError, match=r"data.patch_size=18 must be a multiple of 4"):

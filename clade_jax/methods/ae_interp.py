@@ -30,6 +30,19 @@ works, whole or not. The grid never extends past the first or last acquired slic
 position outside them would be clamped to the end slice. At acquired positions
 (alpha = 0) the output is the acquired slice itself (``eval.keep_acquired=True``) or
 its reconstruction D(E(x_n)) (False, the paper's literal pipeline).
+
+``eval.interpolation`` picks what is decoded:
+
+* 'latent' (the paper's): ``D((1 - a) z_n + a z_{n+1})`` itself.
+* 'corrected': a bias-corrected latent interpolation (not in the paper),
+  ``base + D((1 - a) z_n + a z_{n+1}) - ((1 - a) D(z_n) + a D(z_{n+1}))``: the
+  autoencoder only contributes how mixing in its latent space differs from mixing its
+  own reconstructions in pixel space, so its reconstruction error (blur, a darker
+  slice) cancels to first order, an acquired position (a = 0 or 1) gives the base
+  exactly, and a decoder linear in the code adds nothing. ``eval.correction_base``:
+  'linear' (the linear interpolation of the acquired slices, the principled pairing
+  with linear mixing of codes) or 'cubic' (the cubic-spline input every method gets,
+  ``prepared.isotropic``). experiments/ae_interp/README.md measures all three.
 """
 
 from __future__ import annotations
@@ -63,6 +76,9 @@ POSITION_TOLERANCE = 1e-6
 
 architecture_fields = ("model.features", "model.num_blocks", "model.latent_features")
 progress_metrics = ("loss/mse",)
+INTERPOLATIONS = ("latent", "corrected")
+CORRECTION_BASES = ("linear", "cubic")
+config_enums = {"eval.interpolation": INTERPOLATIONS, "eval.correction_base": CORRECTION_BASES}
 config_ranges = {
     "model.latent_features": Range(1),
     "model.negative_slope": Range(0),
@@ -337,7 +353,8 @@ def _pad_to_multiple(slices: np.ndarray, multiple: int) -> np.ndarray:
 
 
 def interpolate_slices(params, config, slices: np.ndarray, positions: np.ndarray, *,
-                       keep_acquired: bool = False, slices_per_call: int = 8,
+                       keep_acquired: bool = False, corrected: bool = False,
+                       base: np.ndarray | None = None, slices_per_call: int = 8,
                        mesh=None, progress=None) -> np.ndarray:
   """Decoded latent mixtures of acquired slices at continuous positions.
 
@@ -349,6 +366,11 @@ def interpolate_slices(params, config, slices: np.ndarray, positions: np.ndarray
     positions: [M] continuous indices into ``slices`` of the slices to synthesise.
     keep_acquired: at positions on an acquired slice return the slice itself instead
       of its reconstruction.
+    corrected: the bias-corrected interpolation (module docstring): ``base`` plus the
+      decoded mixture minus the pixel mixture of the two reconstructions; exactly
+      ``base`` at acquired positions.
+    base: float32 [M, H, W] for `corrected`; None: the linear interpolation of
+      ``slices`` at ``positions``.
     slices_per_call: slices per jitted encoder/decoder call (sets the peak memory).
     mesh: optional 'data' mesh to split each call over.
     progress: called with the number of slices finished.
@@ -369,6 +391,19 @@ def interpolate_slices(params, config, slices: np.ndarray, positions: np.ndarray
   # decoder: codes are small, and a gather from a sharded batch has no single sharding.
   out = _map_chunks(decode_mixed, variables, (codes[lower], codes[lower + 1], alpha),
                     slices_per_call, mesh, progress)[:, :h, :w, 0]
+  if corrected:
+    a = alpha[:, None, None]
+    if base is None:
+      base = (1.0 - a) * slices[lower] + a * slices[lower + 1]
+    base = np.asarray(base, np.float32)
+    if base.shape != out.shape:
+      raise ValueError(f"base {base.shape} differs from the output {out.shape}")
+    recon = _map_chunks(decode_mixed, variables, (codes, codes, np.zeros(num, np.float32)),
+                        slices_per_call, mesh, None)[:, :h, :w, 0]
+    correction = out - ((1.0 - a) * recon[lower] + a * recon[lower + 1])
+    # Zero, not merely rounding-small, where the output is an acquired slice.
+    correction[acquired >= 0] = 0.0
+    out = (base + correction).astype(np.float32)
   if keep_acquired:
     on_slice = acquired >= 0
     out[on_slice] = slices[acquired[on_slice]]
@@ -393,10 +428,20 @@ def super_resolve(params, config, prepared, options: volume_srr.SROptions) -> np
   positions = output_positions(prepared)
   bar = tqdm.tqdm(total=len(positions), desc="interpolating", unit="slice",
                   dynamic_ncols=True, disable=not options.progress)
+  interpolation = config.eval.get("interpolation", "latent")
+  if interpolation not in INTERPOLATIONS:
+    raise ConfigError(f"eval.interpolation={interpolation!r} must be one of {INTERPOLATIONS}")
+  base_kind = config.eval.get("correction_base", "linear")
+  if base_kind not in CORRECTION_BASES:
+    raise ConfigError(f"eval.correction_base={base_kind!r} must be one of {CORRECTION_BASES}")
+  base = None
+  if interpolation == "corrected" and base_kind == "cubic":
+    base = volume_lib.plane_slices(prepared.normalizer.forward(prepared.isotropic), axis)
   try:
     out = interpolate_slices(
         params, config, slices, positions,
         keep_acquired=bool(config.eval.get("keep_acquired", True)),
+        corrected=interpolation == "corrected", base=base,
         slices_per_call=options.batch_size or 8, mesh=volume_srr.default_mesh(),
         progress=bar.update if options.progress else None)
   finally:

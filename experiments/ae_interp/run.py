@@ -28,12 +28,25 @@ resumes it), WORKDIR/outputs/ (every method's volume), WORKDIR/table.md and
 WORKDIR/slices.csv. ``--set model.num_blocks=4`` (repeatable) overrides the demo
 config of the training run.
 
-For the shared ground-truth protocol (experiments/ground_truth/), ``infer`` writes a
-run's output for every input of a directory with both settings of eval.keep_acquired
-(DIR/keep/ and DIR/reconstructed/; infer.py writes the run's own setting):
+The drop experiment scores the inference variants of DROP_VARIANTS (eval.interpolation
+'latent' with the acquired slices kept or reconstructed, 'corrected' on a linear and a
+cubic base) whatever the run's own eval settings.
 
-    python experiments/ae_interp/run.py infer --model runs/ae_demo \
+For the shared ground-truth protocol (experiments/ground_truth/), ``infer`` writes a
+run's output for every input of a directory once per variant (VARIANTS; default keep
+and reconstructed) into OUT/<variant>/; ``project`` applies inference's data
+consistency to a baseline's volumes (to compare like with like), and ``score`` gives
+whole-volume PSNR and 3D SSIM as the protocol computes them (the protocol's own
+evaluate stage gives every metric and the statistics but takes minutes per method):
+
+    python experiments/ae_interp/run.py infer --model runs/ae_demo --variants all \
         --inputs runs/ground_truth/gaussian/lr --out runs/ae_mni/gaussian
+    python experiments/ae_interp/run.py project --model runs/ae_demo \
+        --inputs runs/ground_truth/gaussian/lr --volumes runs/ground_truth/gaussian/cubic \
+        --out runs/ae_mni/gaussian/cubic_dc
+    python experiments/ae_interp/run.py score --truth runs/ground_truth/truth \
+        --method cubic=runs/ground_truth/gaussian/cubic \
+        --method corrected_cubic=runs/ae_mni/gaussian/corrected_cubic
 """
 
 from __future__ import annotations
@@ -51,13 +64,30 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from clade_jax import baselines, inference, train  # noqa: E402
-from clade_jax.data import demo  # noqa: E402
+from clade_jax.data import consistency, demo, preprocess  # noqa: E402
 from clade_jax.data import volume as volume_lib  # noqa: E402
+from clade_jax.evaluation import scoring  # noqa: E402
 from clade_jax.metrics import fidelity  # noqa: E402
 from clade_jax.volume_srr import SROptions  # noqa: E402
 from configs import ae_interp as ae_config  # noqa: E402
 
 THICK_AXIS = 1  # A-P in the template's RAS voxel order.
+# eval fields of each inference variant (clade_jax/methods/ae_interp.py).
+VARIANTS = {
+    "keep": dict(interpolation="latent", keep_acquired=True, data_consistency=False),
+    "reconstructed": dict(interpolation="latent", keep_acquired=False, data_consistency=False),
+    "corrected_linear": dict(interpolation="corrected", correction_base="linear",
+                             keep_acquired=True, data_consistency=False),
+    "corrected_cubic": dict(interpolation="corrected", correction_base="cubic",
+                            keep_acquired=True, data_consistency=False),
+    "corrected_linear_dc": dict(interpolation="corrected", correction_base="linear",
+                                keep_acquired=True, data_consistency=True),
+    "corrected_cubic_dc": dict(interpolation="corrected", correction_base="cubic",
+                               keep_acquired=True, data_consistency=True),
+    "keep_dc": dict(interpolation="latent", keep_acquired=True, data_consistency=True),
+}
+# Data consistency needs a slice profile; the drop volume's slices are not blurred.
+DROP_VARIANTS = ("reconstructed", "keep", "corrected_linear", "corrected_cubic")
 BASELINES = ("linear", "cubic", "lanczos")
 MIN_FOREGROUND = 0.01  # Slices with less of the truth's mask are not scored.
 
@@ -73,7 +103,19 @@ def parse_args(argv=None):
   infer = commands.add_parser("infer", help="super-resolve a directory, both settings")
   infer.add_argument("--model", required=True, help="a training workdir")
   infer.add_argument("--inputs", required=True, help="directory of NIfTI volumes")
-  infer.add_argument("--out", required=True, help="writes OUT/keep/ and OUT/reconstructed/")
+  infer.add_argument("--out", required=True, help="writes OUT/<variant>/ for every variant")
+  infer.add_argument("--variants", default="keep,reconstructed",
+                     help=f"comma-separated, of {', '.join(VARIANTS)}, or 'all'")
+  project = commands.add_parser(
+      "project", help="data consistency (as eval.data_consistency) on a baseline's volumes")
+  project.add_argument("--model", required=True, help="a training workdir (its slice profile)")
+  project.add_argument("--inputs", required=True, help="the thick-slice volumes")
+  project.add_argument("--volumes", required=True, help="their upsampled volumes, same names")
+  project.add_argument("--out", required=True)
+  score = commands.add_parser("score", help="PSNR and 3D SSIM against the protocol's truth")
+  score.add_argument("--truth", required=True, help="directory of truth volumes")
+  score.add_argument("--method", action="append", required=True, metavar="NAME=DIR")
+  score.add_argument("--subjects", default=None, help="comma-separated file stems")
   return parser.parse_args(argv)
 
 
@@ -104,18 +146,69 @@ def train_model(input_path: str, workdir: str, overrides: list[str]) -> str:
   return workdir
 
 
-def infer_both(model: str, inputs: str, out: str) -> None:
-  """Every volume of `inputs` through the run, acquired slices kept and reconstructed."""
+def configure(config, variant: str):
+  """Sets the run's eval fields to those of `variant` (a key of VARIANTS)."""
+  for field, value in VARIANTS[variant].items():
+    config.eval[field] = value
+  return config
+
+
+def infer_variants(model: str, inputs: str, out: str, variants: list[str]) -> None:
+  """Every volume of `inputs` through the run, once per variant, into OUT/<variant>/."""
   params, config, _ = inference.load_params(model)
   for path in sorted(glob.glob(os.path.join(inputs, "*.nii*"))):
     source = volume_lib.load_volume(path)
-    for keep, folder in ((True, "keep"), (False, "reconstructed")):
-      config.eval.keep_acquired = keep
+    for variant in variants:
+      configure(config, variant)
       output, affine = inference.super_resolve(source.data, source.affine, params, config,
                                                SROptions(progress=False))
-      volume_lib.save_volume(os.path.join(out, folder, os.path.basename(path)), output,
+      volume_lib.save_volume(os.path.join(out, variant, os.path.basename(path)), output,
                              affine, like=source)
-    print(f"{path}: written to {out}/{{keep,reconstructed}}/", flush=True)
+    print(f"{path}: written to {out}/{{{','.join(variants)}}}/", flush=True)
+
+
+def project_volumes(model: str, inputs: str, volumes: str, out: str) -> None:
+  """Inference's data-consistency projection applied to another method's volumes, so
+  that an AE variant with it is compared with the same baseline with it."""
+  _, config, _ = inference.load_params(model)
+  for path in sorted(glob.glob(os.path.join(inputs, "*.nii*"))):
+    source = volume_lib.load_volume(path)
+    up = volume_lib.load_volume(os.path.join(volumes, os.path.basename(path)))
+    prepared = preprocess.prepare_input(source.data, source.affine, config.data)
+    np.testing.assert_allclose(up.affine, prepared.affine, atol=1e-6)
+    acquisition = inference.acquisition_model(source, prepared, config.data)
+    projected = consistency.project(
+        up.data, source.data, acquisition,
+        regularisation=config.eval.get("consistency_regularisation", 0.0))
+    volume_lib.save_volume(os.path.join(out, os.path.basename(path)), projected, up.affine,
+                           like=source)
+    print(f"{path}: projected into {out}/", flush=True)
+
+
+def score_protocol(truth_dir: str, methods: dict[str, str], subjects) -> str:
+  """Mean ± sd over subjects of whole-volume PSNR and 3D SSIM, scored as the protocol
+  does (`evaluation.scoring`: truth cropped to the output's grid, its foreground mask,
+  data range = the truth's max - min)."""
+  truths = sorted(glob.glob(os.path.join(truth_dir, "*.nii*")))
+  stems = [os.path.basename(t).split(".")[0] for t in truths]
+  if subjects:
+    truths = [t for t, s in zip(truths, stems) if s in subjects]
+  lines = [f"Subjects: {', '.join(os.path.basename(t).split('.')[0] for t in truths)}", "",
+           "| Method | PSNR (dB) ↑ | SSIM 3D ↑ |", "|---|---|---|"]
+  for name, folder in methods.items():
+    psnr, ssim = [], []
+    for path in truths:
+      gt = volume_lib.load_volume(path)
+      out = volume_lib.load_volume(os.path.join(folder, os.path.basename(path)))
+      truth = scoring.crop_truth(gt, out.data.shape, out.affine)
+      mask = fidelity.foreground_mask(truth)
+      data_range = float(gt.data.max() - gt.data.min())
+      psnr.append(fidelity.psnr(out.data, truth, data_range, mask=mask))
+      ssim.append(fidelity.ssim(out.data, truth, data_range, mask=mask))
+    sd = lambda x: np.std(x, ddof=1) if len(x) > 1 else 0.0
+    lines.append(f"| {name} | {np.mean(psnr):.2f} ± {sd(psnr):.2f} | "
+                 f"{np.mean(ssim):.4f} ± {sd(ssim):.4f} |")
+  return "\n".join(lines) + "\n"
 
 
 def score_slices(volume: np.ndarray, truth: np.ndarray, mask: np.ndarray, slices,
@@ -142,7 +235,19 @@ def _fmt_p(p: float) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   if args.command == "infer":
-    infer_both(args.model, args.inputs, args.out)
+    variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+      raise SystemExit(f"--variants: unknown {', '.join(unknown)}; use {', '.join(VARIANTS)}")
+    infer_variants(args.model, args.inputs, args.out, variants)
+    return 0
+  if args.command == "project":
+    project_volumes(args.model, args.inputs, args.volumes, args.out)
+    return 0
+  if args.command == "score":
+    methods = dict(spec.split("=", 1) for spec in args.method)
+    print(score_protocol(args.truth, methods,
+                         args.subjects.split(",") if args.subjects else None))
     return 0
   start = time.time()
   log = lambda msg: print(f"[{time.time() - start:6.1f}s] {msg}", flush=True)
@@ -157,18 +262,17 @@ def main(argv=None) -> int:
   params, config, step = inference.load_params(workdir)
 
   outputs = {}
-  for keep in (True, False):
-    config.eval.keep_acquired = keep
+  for variant in DROP_VARIANTS:
+    configure(config, variant)
     out, affine = inference.super_resolve(lr.data, lr.affine, params, config,
                                           SROptions(progress=False))
-    outputs["ae" if keep else "ae (reconstructed acquired)"] = out
+    outputs[variant] = out
   for name in BASELINES:
     outputs[name] = baselines.upsample(lr, THICK_AXIS, name, target_spacing=1.0).data
   np.testing.assert_allclose(affine, truth.affine, atol=1e-6)  # The truth's own grid.
   for name, out in outputs.items():
-    volume_lib.save_volume(os.path.join(args.workdir, "outputs", f"{name.split()[0]}"
-                                        f"{'_recon' if '(' in name else ''}.nii.gz"),
-                           out, affine)
+    volume_lib.save_volume(os.path.join(args.workdir, "outputs", f"{name}.nii.gz"), out,
+                           affine)
   log("super-resolved and interpolated")
 
   data_range = float(truth.data.max() - truth.data.min())
@@ -176,7 +280,7 @@ def main(argv=None) -> int:
   fraction = np.moveaxis(mask, THICK_AXIS, 0).mean(axis=(1, 2))
   dropped = [j for j in range(1, truth.data.shape[THICK_AXIS], 2) if fraction[j] >= MIN_FOREGROUND]
   rows = {name: score_slices(outputs[name], truth.data, mask, dropped, data_range)
-          for name in ("ae", *BASELINES)}
+          for name in (*DROP_VARIANTS[1:], *BASELINES)}
 
   lines = [f"Dropped slices recovered: {len(dropped)} of "
            f"{len(range(1, truth.data.shape[THICK_AXIS], 2))} (those with >= 1 % foreground); "
@@ -187,12 +291,12 @@ def main(argv=None) -> int:
     cells = [name] + [f"{scores[m].mean():.2f} ± {scores[m].std(ddof=1):.2f}" if m == "PSNR"
                       else f"{scores[m].mean():.4f} ± {scores[m].std(ddof=1):.4f}"
                       for m in ("PSNR", "SSIM")]
-    if name == "ae":
-      cells += ["–"] * 4
-    else:
-      (gp, lp), (gs, ls) = (wilcoxon(rows["ae"][m], scores[m]) for m in ("PSNR", "SSIM"))
-      cells += [_fmt_p(gp), _fmt_p(gs), _fmt_p(lp), _fmt_p(ls)]
-    lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| " + " | ".join(cells + ["–"] * 4) + " |")
+    if name in BASELINES:  # Every AE variant against this baseline.
+      for ae in DROP_VARIANTS[1:]:
+        (gp, lp), (gs, ls) = (wilcoxon(rows[ae][m], scores[m]) for m in ("PSNR", "SSIM"))
+        lines.append("| " + " | ".join([f"↳ {ae} vs {name}", "", "", _fmt_p(gp), _fmt_p(gs),
+                                        _fmt_p(lp), _fmt_p(ls)]) + " |")
 
   lines += ["", "Whole volume (acquired and dropped slices), inside the truth's mask:", "",
             "| Output | PSNR (dB) ↑ | SSIM 3D ↑ |", "|---|---|---|"]
