@@ -53,6 +53,11 @@ SCHEDULE = ("--config.train.batch_size=4", "--config.train.log_every=1",
 CONFIGS = [
     pytest.param(("--config=configs/mri.py", *CLADE_TINY), id="clade"),
     pytest.param(("--config=configs/glade.py", *CLADE_TINY), id="glade"),
+    pytest.param(("--config=configs/smore.py", "--config.data.patch_size=16",
+                  "--config.data.num_threads=1", "--config.model.features=4",
+                  "--config.model.num_blocks=1", "--config.eval.batch_size=32",
+                  # Runs of 3 and 5 steps share one learning rate only without the cosine.
+                  "--config.train.schedule=constant"), id="smore"),
 ]
 FIRST, TOTAL = 3, 5  # Steps before the checkpoint the multi-process runs stop at, and after.
 RTOL, ATOL = 1e-5, 1e-6  # Float rounding of a gradient summed over another device count.
