@@ -5,7 +5,8 @@
 
 The same as `--config=configs/clade_plus.py:demo` (configs/common.py): the recommended
 config (configs/clade_plus.py) with a narrow model (16 base channels, 4 residual blocks)
-trained for 300 steps of batch 8, about 5 minutes on 2 CPU cores plus the install. The
+trained for 300 steps of batch 8: about 3 minutes on 2 idle CPU cores (5 when they
+are shared) plus the install. The
 first run writes demo_data/lr/ (the 6 mm input) and demo_data/truth/ (the 1 mm template).
 Expect loss/cycle to fall from about 1.3 to about 0.1 and loss/degradation from 0.075 to
 about 0.04, sample grids in runs/demo/samples/, and at the end the held-out slice scored
