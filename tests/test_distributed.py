@@ -56,6 +56,7 @@ CONFIGS = [
     pytest.param(("--config=configs/smore.py", "--config.data.patch_size=16",
                   "--config.data.num_threads=1", "--config.model.features=4",
                   "--config.model.num_blocks=1", "--config.eval.batch_size=32",
+                  "--config.eval.stride=8",
                   # Runs of 3 and 5 steps share one learning rate only without the cosine.
                   "--config.train.schedule=constant"), id="smore"),
 ]
