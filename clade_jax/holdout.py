@@ -32,6 +32,7 @@ from clade_jax import volume_srr
 from clade_jax.data import consistency
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import volume as volume_lib
+from clade_jax.metrics import fidelity
 
 FIGURE = "holdout_sr.png"
 SCORES = "holdout.json"
@@ -68,7 +69,6 @@ def read_truth(path: str, scan, what: str = "data.truth") -> Truth:
       message names `what`.
   """
   from clade_jax.evaluation import scoring  # pandas and statsmodels: only when needed.
-  from clade_jax.metrics import fidelity
 
   try:
     truth = volume_lib.load_volume(path)
@@ -143,7 +143,6 @@ def score_slices(slices: np.ndarray, truth: Truth, axis: int, indices) -> dict[s
     axis: the voxel axis the slices are perpendicular to.
     indices: their indices.
   """
-  from clade_jax.metrics import fidelity
   target = volume_lib.plane_slices(truth.grid, axis)[np.asarray(indices)]
   mask = volume_lib.plane_slices(truth.mask, axis)[np.asarray(indices)]
   return {"psnr": fidelity.psnr(slices, target, truth.data_range, mask),

@@ -92,9 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.sample_every = 100
     config.ckpt.every = 100
   if "demo" in parts:
-    config.data.root = "demo_data/lr"
-    config.data.make_demo = True  # Write the demo volumes if they are missing.
-    config.data.num_threads = 2
+    common.use_demo_data(config)
     config.data.patch_size = 64
     config.model.features = 16
     config.model.num_blocks = 3

@@ -15,7 +15,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
-from clade_jax import atomic, baselines, evaluation, inference  # noqa: E402
+from clade_jax import baselines, evaluation, inference  # noqa: E402
 from clade_jax import train as train_lib  # noqa: E402
 from clade_jax.data.volume import find_thick_axis, load_volume, save_volume  # noqa: E402
 
@@ -110,7 +110,3 @@ def markdown(frame, decimals: int = 3) -> str:
   rows = [[str(i)] + [cell(v) for v in row] for i, row in zip(frame.index, frame.to_numpy())]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def write_text(path: str, text: str) -> None:
-  atomic.write_text(path, text)

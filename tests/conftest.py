@@ -20,6 +20,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 import pytest  # noqa: E402
 
 from clade_jax.models import convolution  # noqa: E402
+from tests import phantoms  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +33,12 @@ def _xla_convolutions():
   """
   with convolution.use("xla"):
     yield
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  """Two small thick-slice phantoms (tests.phantoms), the training data of end-to-end tests."""
+  root = tmp_path_factory.mktemp("data")
+  phantoms.thick_slice_volume(root / "a.nii.gz", seed=0)
+  phantoms.thick_slice_volume(root / "b.nii.gz", seed=1)
+  return root

@@ -260,14 +260,6 @@ def test_corrected_inference_with_a_linear_decoder_is_its_base_in_scan_units(par
 # ---------------------------------------------------------------- training and data
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("data")
-  phantoms.thick_slice_volume(root / "a.nii.gz", seed=0)
-  phantoms.thick_slice_volume(root / "b.nii.gz", seed=1)
-  return root
-
-
 def test_patches_are_rotated_crops_of_acquired_slices_and_pure_in_the_index(data_root):
   config = tiny_config(data_root)
   config.data.intensity_scale = 0.0

@@ -208,14 +208,6 @@ def _wait(launched, timeout=900):
     pytest.fail("\n".join(failures))
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("data")
-  phantoms.thick_slice_volume(root / "a.nii.gz", seed=0)
-  phantoms.thick_slice_volume(root / "b.nii.gz", seed=1)
-  return root
-
-
 @pytest.fixture(scope="module", params=CONFIGS)
 def runs(request, tmp_path_factory, data_root):
   """Workdirs of the same run on 1 device (TOTAL steps), on 4 devices and on 2 processes

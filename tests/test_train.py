@@ -11,7 +11,6 @@ import pytest
 from clade_jax import checkpointing, metric_writer, train
 from clade_jax.methods import clade
 from configs import mri
-from tests import phantoms
 
 
 def tiny_config(root):
@@ -33,14 +32,6 @@ def tiny_config(root):
   config.ckpt.every = 2
   config.eval.stride = 8
   return config
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-  root = tmp_path_factory.mktemp("data")
-  phantoms.thick_slice_volume(root / "a.nii.gz", seed=0)
-  phantoms.thick_slice_volume(root / "b.nii.gz", seed=1)
-  return root
 
 
 def test_each_network_gets_only_the_gradient_of_its_own_loss(data_root):

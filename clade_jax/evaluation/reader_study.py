@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from clade_jax import atomic
+from clade_jax.plotting import for_display, plt, save_figure
 from clade_jax.data.volume import VolumeError, find_thick_axis, load_volume, plane_axis
 from clade_jax.evaluation import statistics
 from clade_jax.evaluation.scoring import find_volumes, low_resolution_planes, match_subjects
@@ -47,7 +48,6 @@ def _write_csv(path: str, header, rows) -> None:
 
 def _panel_png(images: list[np.ndarray], letters: list[str], path: str, title: str) -> None:
   """Rows = slices, columns = letters; one gray window for every image."""
-  from clade_jax.plotting import for_display, plt, save_figure  # matplotlib only here.
   stack = np.stack(images)  # [letters, slices, h, w]
   lo, hi = np.percentile(stack, [0.5, 99.5])
   n_letters, n_slices, h, w = stack.shape

@@ -20,6 +20,8 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
+from clade_jax import atomic  # noqa: E402
+
 PAPER_GRID = list(itertools.product((0.1, 1.0, 10.0), (0.0, 1.0, 10.0), (1.0, 5.0, 10.0)))
 
 
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
   by_psnr = result.sort_values("psnr", ascending=False)
   text = (f"## Ranked by PIQUE (sagittal, the paper's ranking)\n\n{common.markdown(by_pique)}\n\n"
           f"## Ranked by PSNR against the truth\n\n{common.markdown(by_psnr)}\n")
-  common.write_text(os.path.join(args.out, "lambda_grid.md"), text)
+  atomic.write_text(os.path.join(args.out, "lambda_grid.md"), text)
   print(text)
   return 0
 

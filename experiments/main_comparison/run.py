@@ -19,6 +19,8 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
+from clade_jax import atomic  # noqa: E402
+
 # name -> config file; `--size` is appended as its argument (configs/common.py).
 METHODS = {
     "clade": "configs/mri.py",
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
   result = common.summary(table, ("psnr", "ssim", "pique_sagittal", "pique_axial", "es"))
   result["train_seconds"] = [seconds.get(m, float("nan")) for m in result.index]
   text = common.markdown(result)
-  common.write_text(os.path.join(args.out, "summary.md"), text + "\n")
+  atomic.write_text(os.path.join(args.out, "summary.md"), text + "\n")
   print(text)
   print(f"full tables, statistics and figures in {os.path.join(args.out, 'eval')}")
   return 0

@@ -15,6 +15,8 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
+from clade_jax import atomic  # noqa: E402
+
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
   result = common.summary(table)
   result["seconds_per_volume"] = [seconds.get(m, float("nan")) for m in result.index]
   text = common.markdown(result)
-  common.write_text(os.path.join(args.out, "stride_sweep.md"), text + "\n")
+  atomic.write_text(os.path.join(args.out, "stride_sweep.md"), text + "\n")
   print(text)
   return 0
 
