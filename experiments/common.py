@@ -7,6 +7,7 @@ our own CLIs in subprocesses, so one Python process holds the compiled functions
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -23,23 +24,56 @@ GROUND_TRUTH = os.path.join(ROOT, "experiments", "ground_truth")
 ROIS = os.path.join(GROUND_TRUTH, "mni152_rois.json")
 THICK_AXIS = 1  # A-P, as in experiments/ground_truth.
 
+# The CI setting (`--tiny`): every network shrunk to a few kernels, two training steps,
+# on a 64 x 96 x 64 mm block of the template. It checks that a script runs end to end,
+# not what it measures. Fields a method lacks are skipped.
+TINY = {
+    "data.patch_size": 16, "data.num_threads": 1, "data.truth": "",
+    "model.features": 4, "model.num_blocks": 1, "model.disc_features": 4,
+    "model.disc_layers": 2, "model.latent_features": 4, "model.conv_impl": "xla",
+    "train.batch_size": 4, "train.num_steps": 2, "train.log_every": 1,
+    "train.sample_every": 1000, "ckpt.every": 1, "ckpt.keep": 3,
+    "eval.stride": 8, "eval.batch_size": 32,
+}
 
-def load_config(spec: str, overrides: dict | None = None):
-  """`configs/NAME.py[:ARG]` (as train.py's --config) with dotted-field overrides."""
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+  """The ground-truth protocol's flags, the same in every script."""
+  parser.add_argument("--protocol", default=None,
+                      help="experiments/ground_truth workdir, inputs written there if missing "
+                      "(default runs/ground_truth, runs/ground_truth_tiny with --tiny)")
+  parser.add_argument("--profile", default="gaussian", choices=["gaussian", "rect"],
+                      help="slice profile of the thick slices")
+  parser.add_argument("--noise", type=float, default=0.0,
+                      help="Rician noise sigma as a fraction of the robust max")
+  parser.add_argument("--phases", type=int, default=6,
+                      help="slice phases (pseudo-subjects) scored, 2..6")
+  parser.add_argument("--tiny", action="store_true",
+                      help="CI setting: tiny networks, 2 steps, a block of the template")
+
+
+def load_config(spec: str, overrides: dict | None = None, tiny: bool = False):
+  """`configs/NAME.py[:ARG]` (as train.py's --config) with dotted-field overrides.
+
+  With `tiny`, TINY's fields (those the config has) are set before `overrides`.
+  """
   path, _, arg = spec.partition(":")
   module = os.path.relpath(os.path.abspath(path), ROOT).removesuffix(".py").replace(os.sep, ".")
   config = importlib.import_module(module).get_config(arg or None)
-  for dotted, value in (overrides or {}).items():
+  for dotted, value in ({**TINY, **(overrides or {})} if tiny else overrides or {}).items():
     *parents, leaf = dotted.split(".")
     node = config
     for name in parents:
       node = node[name]
+    if tiny and dotted in TINY and leaf not in node:
+      continue
     node[leaf] = value
   return config
 
 
-def protocol_inputs(workdir: str, profile: str = "gaussian", noise: float = 0.0,
-                    phases: int = 6, baseline_names=("nearest", "cubic")) -> dict[str, str]:
+def protocol_inputs(workdir: str | None, profile: str = "gaussian", noise: float = 0.0,
+                    phases: int = 6, baseline_names=("nearest", "cubic"),
+                    tiny: bool = False) -> dict[str, str]:
   """The MNI152 ground-truth inputs (experiments/ground_truth), written once.
 
   Returns:
@@ -47,14 +81,26 @@ def protocol_inputs(workdir: str, profile: str = "gaussian", noise: float = 0.0,
   """
   sys.path.insert(0, GROUND_TRUTH)
   import run as ground_truth  # noqa: PLC0415 (experiments/ground_truth/run.py)
+  workdir = workdir or ("runs/ground_truth_tiny" if tiny else "runs/ground_truth")
+  if noise and workdir.rstrip("/").endswith(("ground_truth", "ground_truth_tiny")):
+    workdir = f"{workdir.rstrip('/')}_noise{noise:g}"  # Never mix noisy and clean inputs.
   lr_dir = os.path.join(workdir, profile, "lr")
   if len([f for f in os.listdir(lr_dir)] if os.path.isdir(lr_dir) else []) < phases:
     ground_truth.main(["--workdir", workdir, "--profiles", profile, "--noise", str(noise),
-                       "--phases", str(phases), "--stage", "degrade"])
+                       "--phases", str(phases), "--stage", "degrade"]
+                      + (["--tiny"] if tiny else []))
   dirs = {"truth": os.path.join(workdir, "truth"), "lr": lr_dir}
+  files = [f"mni152_phase{k}.nii.gz" for k in range(phases)]
+  missing = [f for f in files if not os.path.exists(os.path.join(lr_dir, f))]
+  if missing:
+    raise SystemExit(f"error: {lr_dir} lacks {', '.join(missing)}; delete {workdir} "
+                     "or pass another --protocol")
+  dirs["files"] = files
+  # What the learned methods train on: the scored phases only (data.root takes a glob).
+  dirs["train"] = os.path.join(lr_dir, f"mni152_phase[0-{phases - 1}].nii.gz")
   for name in baseline_names:
     dirs[name] = os.path.join(workdir, profile, name)
-    for file in sorted(os.listdir(lr_dir)):
+    for file in files:
       out = os.path.join(dirs[name], file)
       if not os.path.exists(out):
         lr = load_volume(os.path.join(lr_dir, file))
@@ -63,9 +109,9 @@ def protocol_inputs(workdir: str, profile: str = "gaussian", noise: float = 0.0,
   return dirs
 
 
-def train(config, workdir: str, inputs: str) -> float:
-  """Trains `config` on the volumes in `inputs` (resuming); returns the wall seconds."""
-  config.data.root = inputs
+def train(config, workdir: str, inputs: dict[str, str]) -> float:
+  """Trains `config` on the protocol inputs (resuming); returns the wall seconds."""
+  config.data.root = inputs["train"]
   if "make_demo" in config.data:
     config.data.make_demo = False
   start = time.perf_counter()
@@ -73,13 +119,13 @@ def train(config, workdir: str, inputs: str) -> float:
   return time.perf_counter() - start
 
 
-def super_resolve_all(run_dir: str, lr_dir: str, out_dir: str, **options) -> float:
-  """`inference.run` on every input of `lr_dir` (same file names); mean seconds per volume.
+def super_resolve_all(run_dir: str, inputs: dict[str, str], out_dir: str, **options) -> float:
+  """`inference.run` on every protocol input (same file names); mean seconds per volume.
 
   Existing outputs are kept (re-running an experiment resumes it), and not timed.
   """
-  seconds = []
-  for file in sorted(os.listdir(lr_dir)):
+  seconds, lr_dir = [], inputs["lr"]
+  for file in inputs["files"]:
     out = os.path.join(out_dir, file)
     if os.path.exists(out):
       continue
@@ -89,10 +135,15 @@ def super_resolve_all(run_dir: str, lr_dir: str, out_dir: str, **options) -> flo
   return sum(seconds) / len(seconds) if seconds else float("nan")
 
 
-def score(methods: dict[str, str], out_dir: str, truth_dir: str, figures: bool = False):
-  """`evaluation.evaluate` on the MNI152 protocol; returns the per-subject metric table."""
-  return evaluation.evaluate(methods, out_dir, truth=truth_dir, rois=ROIS,
-                             thick_axis=THICK_AXIS, figures=figures)
+def score(methods: dict[str, str], out_dir: str, truth_dir: str, figures: bool = False,
+          tiny: bool = False):
+  """`evaluation.evaluate` on the MNI152 protocol; returns the per-subject metric table.
+
+  The tiny block holds none of the ROIs, so it has no edge sharpness or SNR.
+  """
+  return evaluation.evaluate(methods, out_dir, truth=truth_dir, rois=None if tiny else ROIS,
+                             thick_axis=THICK_AXIS, figures=figures and not tiny,
+                             log=(lambda message: None) if tiny else print)
 
 
 def summary(table, columns=("psnr", "ssim", "pique_sagittal", "pique_axial")):

@@ -57,3 +57,97 @@ def test_lambda_grid_cells_parse():
   assert len(module.PAPER_GRID) == 27 and (1.0, 1.0, 5.0) in module.PAPER_GRID
   with pytest.raises(Exception, match="CYC,IDENT,GMAP"):
     module.cell("1,2")
+
+
+# ----------------------------------------------------------------- the tiny setting, end to end
+# Every script on the 64 x 96 x 64 mm block of the template (experiments/common.TINY): it
+# checks that the scripts run and write their tables, not what they measure.
+
+
+def _table(path):
+  """The markdown table a script wrote, as {row name: {column: value}}."""
+  lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+  rows, header = {}, None
+  for line, following in zip(lines, lines[1:] + [""]):
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    if following.startswith("|---"):  # A header (a file may hold several tables).
+      header = cells
+    elif not line.startswith("|---"):
+      rows[cells[0]] = {h: float(v) for h, v in zip(header[1:], cells[1:])}
+  return rows
+
+
+@pytest.fixture(scope="module")
+def tiny_comparison(tmp_path_factory):
+  """main_comparison --tiny with CLADE and SMORE: the protocol and two trained runs."""
+  root = tmp_path_factory.mktemp("experiments")
+  protocol, out = root / "protocol", root / "main"
+  assert _script("main_comparison").main([
+      "--tiny", "--phases", "2", "--methods", "clade", "smore", "--no-figures",
+      "--protocol", str(protocol), "--out", str(out)]) == 0
+  return protocol, out
+
+
+def test_tiny_protocol_is_a_block_of_the_template_at_its_own_world_position(tiny_comparison):
+  from clade_jax.data.demo import load_template
+  from clade_jax.data.volume import load_volume
+  ground_truth = _script("ground_truth")
+  protocol, _ = tiny_comparison
+  truth = load_volume(str(protocol / "truth" / "mni152_phase0.nii.gz"))
+  template = load_template()
+  assert truth.data.shape == (64, 96, 64)
+  np.testing.assert_array_equal(truth.data, template.data[ground_truth.TINY_BLOCK])
+  start = [s.start for s in ground_truth.TINY_BLOCK]
+  np.testing.assert_allclose(truth.affine @ [0, 0, 0, 1], template.affine @ [*start, 1])
+  lr = load_volume(str(protocol / "gaussian" / "lr" / "mni152_phase1.nii.gz"))
+  assert lr.data.shape == (64, 16, 64) and lr.spacing[1] == pytest.approx(6.0)
+
+
+def test_tiny_main_comparison_scores_every_row_against_the_truth(tiny_comparison):
+  protocol, out = tiny_comparison
+  rows = _table(out / "summary.md")
+  assert list(rows) == ["low_res", "linear", "cubic", "lanczos", "clade", "smore", "truth"]
+  # Independent of the networks: interpolation beats the slice staircase on the truth.
+  assert rows["cubic"]["psnr"] > rows["linear"]["psnr"] > rows["low_res"]["psnr"]
+  assert rows["clade"]["train_seconds"] > 0 and np.isnan(rows["cubic"]["train_seconds"])
+  for method in ("clade", "smore"):
+    outputs = sorted(p.name for p in (out / method).glob("*.nii.gz"))
+    assert outputs == ["mni152_phase0.nii.gz", "mni152_phase1.nii.gz"]
+  assert (out / "eval" / "stats.md").exists() and (out / "eval" / "metrics.csv").exists()
+
+
+def test_tiny_epochs_scores_every_checkpoint(tiny_comparison, tmp_path):
+  protocol, out = tiny_comparison
+  assert _script("epochs").main(["--tiny", "--phases", "2", "--run", str(out / "runs" / "clade"),
+                                 "--protocol", str(protocol), "--out", str(tmp_path)]) == 0
+  rows = _table(tmp_path / "epochs.md")
+  assert {"cubic", "step_1", "step_2"} <= set(rows)
+
+
+def test_tiny_stride_sweep_times_every_setting(tiny_comparison, tmp_path):
+  protocol, out = tiny_comparison
+  assert _script("stride_sweep").main([
+      "--tiny", "--phases", "2", "--run", str(out / "runs" / "clade"), "--strides", "8", "16",
+      "--protocol", str(protocol), "--out", str(tmp_path)]) == 0
+  rows = _table(tmp_path / "stride_sweep.md")
+  assert list(rows) == ["cubic", "stride_8", "stride_16", "full_slice", "truth"]
+  assert all(rows[name]["seconds_per_volume"] > 0 for name in ("stride_8", "full_slice"))
+
+
+def test_tiny_lambda_grid_ranks_its_cells(tiny_comparison, tmp_path):
+  protocol, _ = tiny_comparison
+  assert _script("lambda_grid").main([
+      "--tiny", "--phases", "2", "--config", "configs/mri.py:small", "--cells", "1,0,5",
+      "--stride", "8", "--protocol", str(protocol), "--out", str(tmp_path)]) == 0
+  text = (tmp_path / "lambda_grid.md").read_text()
+  assert "Ranked by PIQUE" in text and "Ranked by PSNR" in text
+  assert "cyc1_ident0_gmap5" in _table(tmp_path / "lambda_grid.md")
+
+
+@pytest.mark.slow
+def test_tiny_main_comparison_runs_every_method(tmp_path):
+  module = _script("main_comparison")
+  assert module.main(["--tiny", "--phases", "2", "--no-figures", "--protocol",
+                      str(tmp_path / "protocol"), "--out", str(tmp_path / "main")]) == 0
+  rows = _table(tmp_path / "main" / "summary.md")
+  assert set(module.METHODS) < set(rows)

@@ -24,21 +24,22 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--run", required=True, help="a trained workdir with several checkpoints")
   parser.add_argument("--out", default="runs/epochs")
-  parser.add_argument("--protocol", default="runs/ground_truth")
-  parser.add_argument("--profile", default="gaussian", choices=["gaussian", "rect"])
-  parser.add_argument("--phases", type=int, default=6)
   parser.add_argument("--stride", type=int, help="default the run's eval.stride")
+  common.add_protocol_arguments(parser)
   args = parser.parse_args(argv)
   steps = checkpointing.checkpoint_steps(args.run)
   if not steps:
     parser.error(f"{args.run}: no checkpoints")
-  inputs = common.protocol_inputs(args.protocol, args.profile, phases=args.phases)
+  inputs = common.protocol_inputs(args.protocol, args.profile, noise=args.noise,
+                                  phases=args.phases, tiny=args.tiny)
   methods = {"cubic": inputs["cubic"]}
   for step in steps:
     methods[f"step_{step}"] = os.path.join(args.out, f"step_{step}")
-    common.super_resolve_all(args.run, inputs["lr"], methods[f"step_{step}"], step=step,
+    common.super_resolve_all(args.run, inputs, methods[f"step_{step}"], step=step,
                              stride=args.stride)
-  table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"])
+    print(f"step {step}: super-resolved", flush=True)
+  table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
+                       tiny=args.tiny)
   text = common.markdown(common.summary(table))
   atomic.write_text(os.path.join(args.out, "epochs.md"), text + "\n")
   print(text)

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
@@ -37,6 +38,17 @@ from clade_jax.data.volume import save_volume  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 THICK_AXIS = 1  # A-P in the template's RAS voxel order
 FINE_MM = 1.0
+# --tiny: a 64 x 96 x 64 mm block around the lateral ventricles and the corpus callosum,
+# small enough for CI to train, super-resolve and score in seconds.
+TINY_BLOCK = (slice(66, 130), slice(70, 166), slice(60, 124))
+
+
+def tiny_truth(truth):
+  """`truth` cropped to TINY_BLOCK, its affine shifted so every voxel keeps its world position."""
+  start = np.array([s.start for s in TINY_BLOCK] + [1.0])
+  affine = truth.affine.copy()
+  affine[:, 3] = truth.affine @ start
+  return type(truth)(np.ascontiguousarray(truth.data[TINY_BLOCK]), affine)
 
 
 def parse_args(argv=None):
@@ -56,6 +68,8 @@ def parse_args(argv=None):
                       choices=baselines.METHODS)
   parser.add_argument("--method", action="append", default=[], metavar="NAME=DIR",
                       help="extra method outputs to score; {profile} is substituted")
+  parser.add_argument("--tiny", action="store_true",
+                      help="a 64 x 96 x 64 mm block of the template (CI checks; no ROIs)")
   parser.add_argument("--stage", choices=["degrade", "all"], default="all",
                       help="'degrade' only writes the truth and LR inputs")
   parser.add_argument("--no-figures", dest="figures", action="store_false")
@@ -66,6 +80,8 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   start = time.time()
   truth = load_template()
+  if args.tiny:
+    truth = tiny_truth(truth)
   truth_dir = os.path.join(args.workdir, "truth")
   subjects = [f"mni152_phase{k}" for k in range(args.phases)]
   for subject in subjects:
@@ -91,8 +107,8 @@ def main(argv=None) -> int:
     methods |= {name: spec.format(profile=profile) for name, spec in extra.items()}
     evaluation.evaluate(
         methods, os.path.join(base, "eval"), truth=truth_dir,
-        rois=os.path.join(HERE, "mni152_rois.json"), thick_axis=THICK_AXIS,
-        figures=args.figures,
+        rois=None if args.tiny else os.path.join(HERE, "mni152_rois.json"),
+        thick_axis=THICK_AXIS, figures=args.figures,
         log=lambda msg: print(f"[{time.time() - start:6.1f}s] {msg}", flush=True))
   where = ("inputs in {w}/<profile>/lr/, truth in {w}/truth/" if args.stage == "degrade"
            else "reports in {w}/<profile>/eval/").format(w=args.workdir)

@@ -40,22 +40,23 @@ def main(argv=None) -> int:
                       metavar="CYC,IDENT,GMAP", help="default the paper's 27 cells")
   parser.add_argument("--stride", type=int, default=6)
   parser.add_argument("--out", default="runs/lambda_grid")
-  parser.add_argument("--protocol", default="runs/ground_truth")
-  parser.add_argument("--profile", default="gaussian", choices=["gaussian", "rect"])
-  parser.add_argument("--phases", type=int, default=6)
+  common.add_protocol_arguments(parser)
   args = parser.parse_args(argv)
-  inputs = common.protocol_inputs(args.protocol, args.profile, phases=args.phases)
+  inputs = common.protocol_inputs(args.protocol, args.profile, noise=args.noise,
+                                  phases=args.phases, tiny=args.tiny)
   methods, seconds = {"cubic": inputs["cubic"]}, {}
   for cyc, ident, gmap in args.cells:
     name = f"cyc{cyc:g}_ident{ident:g}_gmap{gmap:g}"
     config = common.load_config(args.config, {
         "loss.cyc": cyc, "loss.ident": ident, "loss.gmap": gmap,
-        "train.num_steps": args.steps})
+        "train.num_steps": args.steps}, tiny=args.tiny)
     run = os.path.join(args.out, "runs", name)
-    seconds[name] = common.train(config, run, inputs["lr"])
+    seconds[name] = common.train(config, run, inputs)
     methods[name] = os.path.join(args.out, name)
-    common.super_resolve_all(run, inputs["lr"], methods[name], stride=args.stride)
-  table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"])
+    common.super_resolve_all(run, inputs, methods[name], stride=args.stride)
+    print(f"{name}: trained in {seconds[name]:.0f} s", flush=True)
+  table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
+                       tiny=args.tiny)
   result = common.summary(table)
   result["train_seconds"] = [seconds.get(m, float("nan")) for m in result.index]
   by_pique = result.sort_values("pique_sagittal")

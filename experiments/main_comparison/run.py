@@ -8,6 +8,7 @@ figure per subject with every method side by side (evaluation.evaluate).
 
   python experiments/main_comparison/run.py --size demo --out runs/main_comparison
   python experiments/main_comparison/run.py --size demo --methods clade smore   # a subset
+  python experiments/main_comparison/run.py --tiny --out /tmp/main_tiny            # CI check
 """
 
 from __future__ import annotations
@@ -40,29 +41,28 @@ def main(argv=None) -> int:
                       help="config size argument; 'paper' = the configs' defaults (GPU)")
   parser.add_argument("--steps", type=int, help="override every method's train.num_steps")
   parser.add_argument("--out", default="runs/main_comparison")
-  parser.add_argument("--protocol", default="runs/ground_truth")
-  parser.add_argument("--profile", default="gaussian", choices=["gaussian", "rect"])
-  parser.add_argument("--noise", type=float, default=0.0)
-  parser.add_argument("--phases", type=int, default=6)
   parser.add_argument("--no-figures", dest="figures", action="store_false")
+  common.add_protocol_arguments(parser)
   args = parser.parse_args(argv)
   inputs = common.protocol_inputs(args.protocol, args.profile, noise=args.noise,
-                                  phases=args.phases,
+                                  phases=args.phases, tiny=args.tiny,
                                   baseline_names=("nearest", "linear", "cubic", "lanczos"))
   methods = {"low_res": inputs["nearest"]}
   methods |= {m: inputs[m] for m in ("linear", "cubic", "lanczos")}
+  size = "small" if args.tiny else args.size
   seconds = {}
   for name in args.methods:
-    spec = METHODS[name] + ("" if args.size == "paper" else f":{args.size}")
+    spec = METHODS[name] + ("" if size == "paper" else f":{size}")
     overrides = {"train.num_steps": args.steps} if args.steps else {}
-    config = common.load_config(spec, overrides)
+    config = common.load_config(spec, overrides, tiny=args.tiny)
     run = os.path.join(args.out, "runs", name)
-    seconds[name] = common.train(config, run, inputs["lr"])
+    seconds[name] = common.train(config, run, inputs)
     methods[name] = os.path.join(args.out, name)
-    common.super_resolve_all(run, inputs["lr"], methods[name])
-    print(f"{name}: trained in {seconds[name]:.0f} s", flush=True)
+    inference_seconds = common.super_resolve_all(run, inputs, methods[name])
+    print(f"{name}: trained in {seconds[name]:.0f} s, {inference_seconds:.0f} s per volume",
+          flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
-                       figures=args.figures)
+                       figures=args.figures, tiny=args.tiny)
   result = common.summary(table, ("psnr", "ssim", "pique_sagittal", "pique_axial", "es"))
   result["train_seconds"] = [seconds.get(m, float("nan")) for m in result.index]
   text = common.markdown(result)

@@ -22,23 +22,22 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--run", required=True, help="a trained workdir (any per-patch method)")
   parser.add_argument("--out", default="runs/stride_sweep")
-  parser.add_argument("--protocol", default="runs/ground_truth",
-                      help="experiments/ground_truth workdir (inputs written if missing)")
-  parser.add_argument("--profile", default="gaussian", choices=["gaussian", "rect"])
-  parser.add_argument("--phases", type=int, default=6, help="pseudo-subjects (>= 2)")
+  common.add_protocol_arguments(parser)
   parser.add_argument("--strides", type=int, nargs="+", default=[6, 8, 12, 16, 20])
   parser.add_argument("--no-full", dest="full", action="store_false",
                       help="skip whole-slice mode")
   args = parser.parse_args(argv)
-  inputs = common.protocol_inputs(args.protocol, args.profile, phases=args.phases)
+  inputs = common.protocol_inputs(args.protocol, args.profile, noise=args.noise,
+                                  phases=args.phases, tiny=args.tiny)
   methods, seconds = {"cubic": inputs["cubic"]}, {}
   settings = [(f"stride_{s}", {"stride": s, "mode": "patch"}) for s in args.strides]
   settings += [("full_slice", {"mode": "full"})] if args.full else []
   for name, options in settings:
     methods[name] = os.path.join(args.out, name)
-    seconds[name] = common.super_resolve_all(args.run, inputs["lr"], methods[name], **options)
+    seconds[name] = common.super_resolve_all(args.run, inputs, methods[name], **options)
     print(f"{name}: {seconds[name]:.1f} s per volume", flush=True)
-  table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"])
+  table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
+                       tiny=args.tiny)
   result = common.summary(table)
   result["seconds_per_volume"] = [seconds.get(m, float("nan")) for m in result.index]
   text = common.markdown(result)
