@@ -12,6 +12,17 @@ import tempfile
 from typing import Iterator
 
 
+def _new_file_mode() -> int:
+  """What `open(path, "w")` would give a new file: 0o666 less the umask.
+
+  mkstemp creates 0o600 files; renamed into place as they are, outputs would be
+  unreadable to the rest of a lab's group.
+  """
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
   """Yields a temporary path to write to; renames it onto `path` if the block succeeds.
@@ -27,6 +38,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
   os.close(fd)
   try:
     yield tmp
+    # An existing destination keeps its permissions; a new one gets the umask's.
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777 if os.path.exists(path) else _new_file_mode())
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
