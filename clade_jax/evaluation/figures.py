@@ -18,7 +18,10 @@ def plot_boxplots(table: pd.DataFrame, methods: list[str], metric_names: list[st
   n = max(1, len(metric_names))
   cols = min(n, 4)
   rows = math.ceil(n / cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False, dpi=110)
+  # Panels widen with the number of methods so the slanted names stay apart.
+  width = 3.2 + 0.22 * max(0, len(methods) - 5)
+  fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows), squeeze=False,
+                           dpi=110)
   rng = np.random.default_rng(0)
   for ax, metric in zip(axes.flat, metric_names):
     data = [table.loc[table.method == m, metric].to_numpy(np.float64) for m in methods]
@@ -39,11 +42,11 @@ def plot_boxplots(table: pd.DataFrame, methods: list[str], metric_names: list[st
     info = metric_info(metric)
     arrow = {True: " (↑ better)", False: " (↓ better)", None: ""}[info.higher_is_better]
     ax.set_title(info.label + arrow, fontsize=9)
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
     ax.tick_params(axis="y", labelsize=8)
   for ax in list(axes.flat)[len(metric_names):]:
     ax.axis("off")
   # Fixed margins: tight_layout would draw the figure once more just to measure it.
-  fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12 / rows, top=1 - 0.08 / rows,
-                      wspace=0.35, hspace=0.6)
+  fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16 / rows, top=1 - 0.08 / rows,
+                      wspace=0.35, hspace=0.75)
   plotting.save_figure(fig, path)
