@@ -122,13 +122,14 @@ def train(config, workdir: str, inputs: dict[str, str]) -> float:
 
 
 def super_resolve_all(run_dir: str, inputs: dict[str, str], out_dir: str, **options) -> float:
-  """`inference.run` on every protocol input (same file names); mean seconds per volume.
+  """`inference.run` on every input (same file names); mean seconds per volume.
 
-  Existing outputs are kept (re-running an experiment resumes it), and not timed.
+  `inputs["files"]` are names in `inputs["lr"]`, or paths. Existing outputs are kept
+  (re-running an experiment resumes it), and not timed.
   """
   seconds, lr_dir = [], inputs["lr"]
   for file in inputs["files"]:
-    out = os.path.join(out_dir, file)
+    out = os.path.join(out_dir, os.path.basename(file))
     if os.path.exists(out):
       continue
     result = inference.run(run_dir, os.path.join(lr_dir, file), out, figure=False,

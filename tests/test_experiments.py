@@ -54,7 +54,8 @@ def test_summary_keeps_method_order_and_markdown_lists_every_value():
   assert "| y | 30.500 | 0.850 |" in text
 
 
-@pytest.mark.parametrize("script", ["stride_sweep", "epochs", "lambda_grid", "main_comparison"])
+@pytest.mark.parametrize("script", ["stride_sweep", "epochs", "lambda_grid", "main_comparison",
+                                    "ablation"])
 def test_every_script_explains_itself(script, capsys):
   module = _script(script)
   with pytest.raises(SystemExit) as exit_info:
@@ -154,6 +155,31 @@ def test_tiny_lambda_grid_ranks_its_cells(tiny_comparison, tmp_path):
   text = (tmp_path / "lambda_grid.md").read_text()
   assert "Ranked by PIQUE" in text and "Ranked by PSNR" in text
   assert "cyc1_ident0_gmap5" in _table(tmp_path / "lambda_grid.md")
+
+
+def test_tiny_ablation_trains_each_system_for_one_budget_on_given_data(tiny_comparison, tmp_path):
+  import json
+  protocol, _ = tiny_comparison
+  lr = protocol / "gaussian" / "lr"
+  assert _script("ablation").main([
+      "--tiny", "--data", str(lr / "mni152_phase[01].nii.gz"), "--truth", str(protocol / "truth"),
+      "--systems", "clade_no_gmap", "glade", "--steps", "3", "--out", str(tmp_path)]) == 0
+  rows = _table(tmp_path / "summary.md")
+  assert list(rows) == ["cubic", "clade_no_gmap", "glade", "truth"]
+  assert rows["cubic"]["psnr"] > 20 and rows["glade"]["train_seconds"] > 0
+  for system in ("clade_no_gmap", "glade"):
+    config = json.loads((tmp_path / "runs" / system / "config.json").read_text())
+    assert config["train"]["num_steps"] == 3 and config["train"]["batch_size"] == 4
+    assert sorted(p.name for p in (tmp_path / system).glob("*.nii.gz")) == [
+        "mni152_phase0.nii.gz", "mni152_phase1.nii.gz"]
+  # GLADE differs from the base in its patches and norm, CLADE without L_gmap in L_gmap.
+  glade = json.loads((tmp_path / "runs" / "glade" / "config.json").read_text())
+  assert glade["model"]["generator_norm"] == "instance" and glade["loss"]["ident"] == 0.0
+
+
+def test_ablation_refuses_missing_data(tmp_path, capsys):
+  with pytest.raises(SystemExit, match="--data .*no NIfTI volumes"):
+    _script("ablation").main(["--data", str(tmp_path / "none*.nii.gz"), "--out", str(tmp_path)])
 
 
 @pytest.mark.slow
