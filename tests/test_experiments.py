@@ -155,6 +155,10 @@ def test_tiny_lambda_grid_ranks_its_cells(tiny_comparison, tmp_path):
   text = (tmp_path / "lambda_grid.md").read_text()
   assert "Ranked by PIQUE" in text and "Ranked by PSNR" in text
   assert "cyc1_ident0_gmap5" in _table(tmp_path / "lambda_grid.md")
+  first_table = text.split("## Ranked by PSNR")[0]
+  names = [line.split("|")[1].strip() for line in first_table.splitlines()
+           if line.startswith("| ") and not line.startswith("| method")]
+  assert names[-1] == "truth" and set(names) == {"cubic", "cyc1_ident0_gmap5", "truth"}
 
 
 def test_tiny_ablation_trains_each_system_for_one_budget_on_given_data(tiny_comparison, tmp_path):
