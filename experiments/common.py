@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 
-from clade_jax import baselines, evaluation, inference  # noqa: E402
+from clade_jax import atomic, baselines, checkpointing, evaluation, inference  # noqa: E402
 from clade_jax import train as train_lib  # noqa: E402
 from clade_jax.data.volume import find_thick_axis, load_volume, save_volume  # noqa: E402
 
@@ -109,16 +110,30 @@ def protocol_inputs(workdir: str | None, profile: str = "gaussian", noise: float
   return dirs
 
 
+TRAIN_SECONDS_FILE = "experiment_train_seconds.json"
+
+
 def train(config, workdir: str, inputs: dict[str, str]) -> float:
-  """Trains `config` on the protocol inputs (resuming); returns the wall seconds."""
+  """Trains `config` on the protocol inputs (resuming); returns the training wall seconds.
+
+  The seconds add up over the calls that trained (kept in the workdir), so a re-run that
+  finds the run finished reports the time it took, not the few seconds of finding out.
+  """
   config.data.root = inputs["train"]
   if "make_demo" in config.data:
     config.data.make_demo = False
   if "truth" in config.data:
     config.data.truth = ""  # The demo configs' held-out truth; the protocol scores after.
+  record = os.path.join(workdir, TRAIN_SECONDS_FILE)
+  before = checkpointing.checkpoint_steps(workdir)
   start = time.perf_counter()
   train_lib.train_and_evaluate(config, workdir)
-  return time.perf_counter() - start
+  seconds = time.perf_counter() - start
+  previous = json.loads(open(record).read())["seconds"] if os.path.exists(record) else 0.0
+  if checkpointing.checkpoint_steps(workdir) == before and os.path.exists(record):
+    return previous  # Nothing was left to train.
+  atomic.write_text(record, json.dumps({"seconds": previous + seconds}))
+  return previous + seconds
 
 
 def super_resolve_all(run_dir: str, inputs: dict[str, str], out_dir: str, **options) -> float:

@@ -1,6 +1,7 @@
 """The experiment scripts' shared steps (experiments/common.py) and their argument parsing."""
 
 import importlib.util
+import json
 import pathlib
 import sys
 
@@ -123,10 +124,21 @@ def test_tiny_main_comparison_scores_every_row_against_the_truth(tiny_comparison
   # Independent of the networks: interpolation beats the slice staircase on the truth.
   assert rows["cubic"]["psnr"] > rows["linear"]["psnr"] > rows["low_res"]["psnr"]
   assert rows["clade"]["train_seconds"] > 0 and np.isnan(rows["cubic"]["train_seconds"])
+  recorded = json.loads((out / "runs" / "clade" / common.TRAIN_SECONDS_FILE).read_text())
+  assert recorded["seconds"] == pytest.approx(rows["clade"]["train_seconds"], abs=1e-3)
   for method in ("clade", "smore"):
     outputs = sorted(p.name for p in (out / method).glob("*.nii.gz"))
     assert outputs == ["mni152_phase0.nii.gz", "mni152_phase1.nii.gz"]
   assert (out / "eval" / "stats.md").exists() and (out / "eval" / "metrics.csv").exists()
+
+
+def test_a_finished_run_reports_its_training_time_again(tiny_comparison, monkeypatch):
+  protocol, out = tiny_comparison
+  run = out / "runs" / "clade"
+  recorded = json.loads((run / common.TRAIN_SECONDS_FILE).read_text())["seconds"]
+  monkeypatch.setattr(common.train_lib, "train_and_evaluate", lambda config, workdir: None)
+  config = common.load_config("configs/mri.py:small", tiny=True)
+  assert common.train(config, str(run), {"train": "unused"}) == recorded
 
 
 def test_tiny_epochs_scores_every_checkpoint(tiny_comparison, tmp_path):
@@ -162,7 +174,6 @@ def test_tiny_lambda_grid_ranks_its_cells(tiny_comparison, tmp_path):
 
 
 def test_tiny_ablation_trains_each_system_for_one_budget_on_given_data(tiny_comparison, tmp_path):
-  import json
   protocol, _ = tiny_comparison
   lr = protocol / "gaussian" / "lr"
   assert _script("ablation").main([
