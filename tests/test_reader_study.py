@@ -99,3 +99,16 @@ def test_an_unfilled_rank_names_the_line(outputs, tmp_path, capsys):
   assert evaluate.main(["--reader-scores", os.path.join(kit, "scores.csv"),
                         "--reader-key", key_path, "--out", str(tmp_path / "e")]) == 2
   assert "rank of A" in capsys.readouterr().err
+
+
+def test_panels_cut_through_the_anatomy_and_crop_the_background():
+  data = np.zeros((40, 30, 20), np.float32)
+  data[10:30, 5:25, 4:16] = 1.0  # The "anatomy": a box in an empty field of view.
+  picks, crop = reader_study.panel_geometry(data, normal=0, n_slices=3)
+  # The middle 60% of the box's extent along axis 0 (10..29), not of the volume (0..39).
+  np.testing.assert_array_equal(picks, [14, 20, 25])
+  # Axes 1 and 2 cropped to the box widened by 5% of its size (one voxel each side).
+  assert crop == (slice(4, 26), slice(3, 17))
+  assert np.take(data, picks[0], axis=0)[crop].shape == (22, 14)
+  empty_picks, empty_crop = reader_study.panel_geometry(np.zeros((9, 8, 7)), 2, 2)
+  assert list(empty_picks) == [1, 5] and empty_crop == (slice(0, 9), slice(0, 8))

@@ -50,10 +50,13 @@ def _panel_png(images: list[np.ndarray], letters: list[str], path: str, title: s
   """Rows = slices, columns = letters; one gray window for every image."""
   stack = np.stack(images)  # [letters, slices, h, w]
   lo, hi = np.percentile(stack, [0.5, 99.5])
-  n_letters, n_slices, h, w = stack.shape
+  n_letters, n_slices = stack.shape[:2]
+  h, w = for_display(stack[0, 0]).shape  # As drawn (for_display transposes).
   scale = 3.2 / max(h, w)
+  header = 0.7  # Inches for the title and the letters.
   fig, axes = plt.subplots(n_slices, n_letters, squeeze=False, dpi=120,
-                           figsize=(n_letters * w * scale + 0.2, n_slices * h * scale + 0.5))
+                           figsize=(n_letters * w * scale * 1.04,
+                                    n_slices * h * scale * 1.04 + header))
   for c, letter in enumerate(letters):
     for r in range(n_slices):
       ax = axes[r, c]
@@ -63,7 +66,36 @@ def _panel_png(images: list[np.ndarray], letters: list[str], path: str, title: s
       ax.set_yticks([])
     axes[0, c].set_title(letter, fontsize=14, fontweight="bold")
   fig.suptitle(title, fontsize=9)
+  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - header / fig.get_figheight(),
+                      wspace=0.04, hspace=0.04)
   save_figure(fig, path)
+
+
+def panel_geometry(data: np.ndarray, normal: int, n_slices: int,
+                   margin: float = 0.05) -> tuple[np.ndarray, tuple[slice, ...]]:
+  """Where a panel cuts `data` and what it shows: anatomy, not background.
+
+  The anatomy is what exceeds a tenth of the robust maximum. Slices are spread evenly
+  over the middle 60% of its extent along `normal`; every image is cropped to its
+  bounding box in the other two axes, widened by `margin` of the box's size.
+
+  Returns:
+    (slice indices along `normal`, the crop of the 2-D images, one slice per remaining
+    axis in order).
+  """
+  mask = data > 0.1 * np.percentile(data, 99.5)
+  if not mask.any():
+    mask = np.ones(data.shape, bool)
+  found = np.argwhere(mask)
+  lo, hi = found.min(axis=0), found.max(axis=0)
+  picks = np.linspace(lo[normal] + 0.2 * (hi[normal] - lo[normal]),
+                      lo[normal] + 0.8 * (hi[normal] - lo[normal]), n_slices)
+  crop = []
+  for axis in range(data.ndim):
+    if axis != normal:
+      pad = int(np.ceil(margin * (hi[axis] - lo[axis] + 1)))
+      crop.append(slice(max(0, lo[axis] - pad), min(data.shape[axis], hi[axis] + pad + 1)))
+  return picks.round().astype(int), tuple(crop)
 
 
 def make_kit(methods: dict[str, str], out_dir: str, key_path: str, *,
@@ -82,7 +114,8 @@ def make_kit(methods: dict[str, str], out_dir: str, key_path: str, *,
       kit folder can be shared as it is.
     readers: reader ids, one block of sheet rows each.
     questions: what each reader ranks every panel for.
-    slices_per_panel: slices per panel, evenly spread over the middle 60% of the volume.
+    slices_per_panel: slices per panel, evenly spread over the middle 60% of the
+      anatomy (`panel_geometry`), each cropped to it.
     thick_axis: voxel axis that was thick; default found from the first anisotropic
       input, else required.
     seed: the letter order of every panel is a permutation drawn from it.
@@ -119,15 +152,16 @@ def make_kit(methods: dict[str, str], out_dir: str, key_path: str, *,
         except VolumeError:
           continue
     if axis is None:
-      raise VolumeError(f"subject {subject}: every volume is isotropic; pass thick_axis")
+      raise VolumeError(f"subject {subject}: every volume is isotropic, so the "
+                        "low-resolution planes are unknown: pass --thick-axis (the acquisition's "
+                        "thick voxel axis)")
     reference = volumes[names[0]]
     for plane in low_resolution_planes(reference.affine, axis):
       normal = plane_axis(reference.affine, plane)
-      n = reference.data.shape[normal]
-      picks = np.linspace(0.2 * (n - 1), 0.8 * (n - 1), slices_per_panel).round().astype(int)
+      picks, crop = panel_geometry(reference.data, normal, slices_per_panel)
       order = rng.permutation(len(names))
       pid = panel_id(subject, plane)
-      images = [np.stack([np.take(volumes[names[i]].data, k, axis=normal) for k in picks])
+      images = [np.stack([np.take(volumes[names[i]].data, k, axis=normal)[crop] for k in picks])
                 for i in order]
       path = os.path.join(out_dir, "panels", f"{pid}.png")
       _panel_png(images, letters, path, f"{pid}: rank A-{letters[-1]}, 1 = best, ties allowed")
