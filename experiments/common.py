@@ -90,7 +90,7 @@ def protocol_inputs(workdir: str | None, profile: str = "gaussian", noise: float
     ground_truth.main(["--workdir", workdir, "--profiles", profile, "--noise", str(noise),
                        "--phases", str(phases), "--stage", "degrade"]
                       + (["--tiny"] if tiny else []))
-  dirs = {"truth": os.path.join(workdir, "truth"), "lr": lr_dir}
+  dirs = {"truth": os.path.join(workdir, "truth"), "lr": lr_dir, "profile": profile}
   files = [f"mni152_phase{k}.nii.gz" for k in range(phases)]
   missing = [f for f in files if not os.path.exists(os.path.join(lr_dir, f))]
   if missing:
@@ -124,6 +124,10 @@ def train(config, workdir: str, inputs: dict[str, str]) -> float:
     config.data.make_demo = False
   if "truth" in config.data:
     config.data.truth = ""  # The demo configs' held-out truth; the protocol scores after.
+  if "profile" in inputs and "slice_profile" in config.data:
+    # The protocol's profile is known; methods that model it (SMORE's pairs, CLADE+'s
+    # paired loss and data consistency) are told it, as a user would tell theirs.
+    config.data.slice_profile = inputs["profile"]
   record = os.path.join(workdir, TRAIN_SECONDS_FILE)
   before = checkpointing.checkpoint_steps(workdir)
   start = time.perf_counter()

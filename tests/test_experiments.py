@@ -31,16 +31,18 @@ def test_load_config_applies_the_argument_and_dotted_overrides():
   assert base.model.features != 16 and base.loss.gmap != 10.0
 
 
-def test_train_uses_the_protocol_inputs_not_the_demo_data(monkeypatch):
+def test_train_uses_the_protocol_inputs_not_the_demo_data(monkeypatch, tmp_path):
   seen = {}
   monkeypatch.setattr(common.train_lib, "train_and_evaluate",
                       lambda config, workdir: seen.update(config=config, workdir=workdir))
   config = common.load_config("configs/mri.py:demo")
   assert config.data.truth and config.data.make_demo  # What the demo config would do.
-  common.train(config, "runs/x", {"train": "gt/gaussian/lr/mni152_phase[0-1].nii.gz"})
-  assert seen["workdir"] == "runs/x"
+  common.train(config, str(tmp_path), {"train": "gt/gaussian/lr/mni152_phase[0-1].nii.gz",
+                                  "profile": "rect"})
+  assert seen["workdir"] == str(tmp_path)
   assert seen["config"].data.root == "gt/gaussian/lr/mni152_phase[0-1].nii.gz"
   assert not seen["config"].data.make_demo and seen["config"].data.truth == ""
+  assert seen["config"].data.slice_profile == "rect"  # The protocol's, not the default.
 
 
 def test_summary_keeps_method_order_and_markdown_lists_every_value():
