@@ -101,24 +101,37 @@ def protocol_inputs(workdir: str | None, profile: str = "gaussian", noise: float
   dirs["train"] = os.path.join(lr_dir, f"mni152_phase[0-{phases - 1}].nii.gz")
   for name in baseline_names:
     dirs[name] = os.path.join(workdir, profile, name)
-    for file in files:
-      out = os.path.join(dirs[name], file)
-      if not os.path.exists(out):
-        lr = load_volume(os.path.join(lr_dir, file))
-        up = baselines.upsample(lr, find_thick_axis(lr.spacing), name, target_spacing=1.0)
-        save_volume(out, up.data, up.affine)
+    upsample_missing([os.path.join(lr_dir, f) for f in files], dirs[name], name,
+                     target_spacing=1.0)
   return dirs
 
 
-TRAIN_SECONDS_FILE = "experiment_train_seconds.json"
+TRAIN_SECONDS_FILE = "train_seconds.json"
+
+
+def timed_training(config, workdir: str) -> float:
+  """Trains (resuming); returns the training's wall seconds, kept in the workdir.
+
+  A run already trained to `train.num_steps` is not touched and reports the time it
+  took; a resumed run adds the time of this call to that of the earlier ones.
+  """
+  record = os.path.join(workdir, TRAIN_SECONDS_FILE)
+  previous = 0.0
+  if os.path.exists(record):
+    with open(record) as f:
+      previous = json.load(f)["seconds"]
+  done = checkpointing.checkpoint_steps(workdir)
+  if previous and done and done[-1] >= config.train.num_steps > 0:
+    return previous
+  start = time.perf_counter()
+  train_lib.train_and_evaluate(config, workdir)
+  total = previous + time.perf_counter() - start
+  atomic.write_text(record, json.dumps({"seconds": total}))
+  return total
 
 
 def train(config, workdir: str, inputs: dict[str, str]) -> float:
-  """Trains `config` on the protocol inputs (resuming); returns the training wall seconds.
-
-  The seconds add up over the calls that trained (kept in the workdir), so a re-run that
-  finds the run finished reports the time it took, not the few seconds of finding out.
-  """
+  """Trains `config` on the protocol inputs (`timed_training`); returns the wall seconds."""
   config.data.root = inputs["train"]
   if "make_demo" in config.data:
     config.data.make_demo = False
@@ -128,16 +141,19 @@ def train(config, workdir: str, inputs: dict[str, str]) -> float:
     # The protocol's profile is known; methods that model it (SMORE's pairs, CLADE+'s
     # paired loss and data consistency) are told it, as a user would tell theirs.
     config.data.slice_profile = inputs["profile"]
-  record = os.path.join(workdir, TRAIN_SECONDS_FILE)
-  before = checkpointing.checkpoint_steps(workdir)
-  start = time.perf_counter()
-  train_lib.train_and_evaluate(config, workdir)
-  seconds = time.perf_counter() - start
-  previous = json.loads(open(record).read())["seconds"] if os.path.exists(record) else 0.0
-  if checkpointing.checkpoint_steps(workdir) == before and os.path.exists(record):
-    return previous  # Nothing was left to train.
-  atomic.write_text(record, json.dumps({"seconds": previous + seconds}))
-  return previous + seconds
+  return timed_training(config, workdir)
+
+
+def upsample_missing(lr_paths, out_dir: str, method: str,
+                     target_spacing: float | None = None) -> None:
+  """`baselines.upsample` of every input into `out_dir` (same names); existing ones kept."""
+  for path in lr_paths:
+    out = os.path.join(out_dir, os.path.basename(path))
+    if not os.path.exists(out):
+      lr = load_volume(path)
+      up = baselines.upsample(lr, find_thick_axis(lr.spacing, name=path), method,
+                              target_spacing=target_spacing)
+      save_volume(out, up.data, up.affine)
 
 
 def super_resolve_all(run_dir: str, inputs: dict[str, str], out_dir: str, **options) -> float:
@@ -168,11 +184,24 @@ def score(methods: dict[str, str], out_dir: str, truth_dir: str, figures: bool =
                              log=(lambda message: None) if tiny else print)
 
 
-def summary(table, columns=("psnr", "ssim", "pique_sagittal", "pique_axial")):
-  """Mean of `columns` per method (those present), in the table's method order."""
+def summary(table, columns=("psnr", "ssim", "pique_sagittal", "pique_axial"), **extra):
+  """Mean of `columns` per method (those present), in the table's method order.
+
+  Each keyword adds a column from a {method: value} dict (NaN for the methods it lacks),
+  e.g. `train_seconds=seconds`.
+  """
   present = [c for c in columns if c in table.columns]
   order = list(dict.fromkeys(table["method"]))
-  return table.groupby("method", sort=False)[present].mean().loc[order]
+  result = table.groupby("method", sort=False)[present].mean().loc[order]
+  for name, values in extra.items():
+    result[name] = [values.get(m, float("nan")) for m in result.index]
+  return result
+
+
+def publish(path: str, text: str) -> None:
+  """Writes a script's result table (atomically) and prints it."""
+  atomic.write_text(path, text.rstrip("\n") + "\n")
+  print(text)
 
 
 def markdown(frame, decimals: int = 3) -> str:

@@ -22,9 +22,9 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
-from clade_jax import atomic, baselines, evaluation  # noqa: E402
+from clade_jax import evaluation  # noqa: E402
 from clade_jax.data import patches  # noqa: E402
-from clade_jax.data.volume import VolumeError, find_thick_axis, load_volume, save_volume  # noqa: E402
+from clade_jax.data.volume import VolumeError, find_thick_axis, load_volume  # noqa: E402
 
 # The paper's four trained systems, in its table order: name -> (MRI spec, CT spec).
 # GLADE's abstract is MRI only, so it has no CT config.
@@ -98,18 +98,12 @@ def main(argv=None) -> int:
   if steps <= 0 or batch <= 0:
     parser.error("--steps and --batch-size must be positive")
 
-  methods = {"cubic": os.path.join(args.out, "cubic")}
-  thick_axes = set()
-  for path in inputs["files"]:
-    lr = load_volume(path)
-    thick_axes.add(axis := find_thick_axis(lr.spacing, name=path))
-    out = os.path.join(methods["cubic"], os.path.basename(path))
-    if not os.path.exists(out):
-      up = baselines.upsample(lr, axis, "cubic")
-      save_volume(out, up.data, up.affine)
+  thick_axes = {find_thick_axis(load_volume(p).spacing, name=p) for p in inputs["files"]}
   if len(thick_axes) > 1:  # The outputs are isotropic: the scores need the inputs' axis.
     raise SystemExit(f"error: --data {args.data}: the volumes are thick along different voxel "
                      "axes; run each orientation separately")
+  methods = {"cubic": os.path.join(args.out, "cubic")}
+  common.upsample_missing(inputs["files"], methods["cubic"], "cubic")
   lr_inputs = {"lr": "", "files": inputs["files"]}
   seconds = {}
   for name, config in configs.items():
@@ -127,12 +121,10 @@ def main(argv=None) -> int:
       log=(lambda message: None) if args.tiny else print)
   columns = [c for c in table.columns if c in ("psnr", "ssim", "es") or c.startswith("pique_")]
   columns = [c for c in columns if table[c].notna().any()]
-  result = common.summary(table, columns)
-  result["train_seconds"] = [seconds.get(m, float("nan")) for m in result.index]
-  text = (f"{steps} steps of batch {batch} for every system, inputs: {args.data}\n\n"
-          + common.markdown(result))
-  atomic.write_text(os.path.join(args.out, "summary.md"), text + "\n")
-  print(text)
+  result = common.summary(table, columns, train_seconds=seconds)
+  common.publish(os.path.join(args.out, "summary.md"),
+                 f"{steps} steps of batch {batch} for every system, inputs: {args.data}\n\n"
+                 + common.markdown(result))
   print(f"full tables, statistics and figures in {os.path.join(args.out, 'eval')}")
   return 0
 

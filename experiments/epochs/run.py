@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
-from clade_jax import atomic, checkpointing  # noqa: E402
+from clade_jax import checkpointing  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,9 +40,7 @@ def main(argv=None) -> int:
     print(f"step {step}: super-resolved", flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        tiny=args.tiny)
-  text = common.markdown(common.summary(table))
-  atomic.write_text(os.path.join(args.out, "epochs.md"), text + "\n")
-  print(text)
+  common.publish(os.path.join(args.out, "epochs.md"), common.markdown(common.summary(table)))
   return 0
 
 

@@ -22,7 +22,6 @@ import pandas as pd
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
-from clade_jax import atomic  # noqa: E402
 
 PAPER_GRID = list(itertools.product((0.1, 1.0, 10.0), (0.0, 1.0, 10.0), (1.0, 5.0, 10.0)))
 
@@ -59,16 +58,14 @@ def main(argv=None) -> int:
     print(f"{name}: trained in {seconds[name]:.0f} s", flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        tiny=args.tiny)
-  result = common.summary(table)
-  result["train_seconds"] = [seconds.get(m, float("nan")) for m in result.index]
+  result = common.summary(table, train_seconds=seconds)
   # The truth's row is a reference, not a contestant: it stays last in both rankings.
   ranked, reference = result[result.index != "truth"], result[result.index == "truth"]
   by_pique = pd.concat([ranked.sort_values("pique_sagittal"), reference])
   by_psnr = pd.concat([ranked.sort_values("psnr", ascending=False), reference])
   text = (f"## Ranked by PIQUE (sagittal, the paper's ranking)\n\n{common.markdown(by_pique)}\n\n"
           f"## Ranked by PSNR against the truth\n\n{common.markdown(by_psnr)}\n")
-  atomic.write_text(os.path.join(args.out, "lambda_grid.md"), text)
-  print(text)
+  common.publish(os.path.join(args.out, "lambda_grid.md"), text)
   return 0
 
 

@@ -20,7 +20,6 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
-from clade_jax import atomic  # noqa: E402
 
 # name -> config file; `--size` is appended as its argument (configs/common.py).
 METHODS = {
@@ -63,11 +62,9 @@ def main(argv=None) -> int:
           flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        figures=args.figures, tiny=args.tiny)
-  result = common.summary(table, ("psnr", "ssim", "pique_sagittal", "pique_axial", "es"))
-  result["train_seconds"] = [seconds.get(m, float("nan")) for m in result.index]
-  text = common.markdown(result)
-  atomic.write_text(os.path.join(args.out, "summary.md"), text + "\n")
-  print(text)
+  result = common.summary(table, ("psnr", "ssim", "pique_sagittal", "pique_axial", "es"),
+                          train_seconds=seconds)
+  common.publish(os.path.join(args.out, "summary.md"), common.markdown(result))
   print(f"full tables, statistics and figures in {os.path.join(args.out, 'eval')}")
   return 0
 

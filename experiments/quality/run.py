@@ -43,8 +43,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+import common  # noqa: E402  (experiments/common.py)
 
-from clade_jax import atomic, checkpointing, holdout, methods, srr, train  # noqa: E402
+from clade_jax import atomic, checkpointing, holdout, methods, srr  # noqa: E402
 from clade_jax.data import degrade as degrade_lib  # noqa: E402
 from clade_jax.data import demo  # noqa: E402
 from clade_jax.data import patches as patches_lib  # noqa: E402
@@ -203,16 +205,7 @@ def evaluate_row(row: Row, config, params, scan, source, truth, indices) -> dict
 def train_variant(name, args, lr_path, truth_path, profile, steps, workdir) -> dict:
   """Trains one variant (a finished run is reused); returns its config and wall time."""
   config = make_config(name, args, lr_path, truth_path, profile, steps)
-  timing = os.path.join(workdir, "train_seconds.json")
-  done = checkpointing.checkpoint_steps(workdir)
-  if done and done[-1] >= steps and os.path.exists(timing):
-    with open(timing) as f:
-      return {"config": config, "seconds": json.load(f)["seconds"]}
-  started = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
-  seconds = time.perf_counter() - started
-  atomic.write_text(timing, json.dumps({"seconds": seconds}))
-  return {"config": config, "seconds": seconds}
+  return {"config": config, "seconds": common.timed_training(config, workdir)}
 
 
 def load_params(workdir: str, averaged: bool):

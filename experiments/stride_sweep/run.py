@@ -15,7 +15,6 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
-from clade_jax import atomic  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,11 +37,8 @@ def main(argv=None) -> int:
     print(f"{name}: {seconds[name]:.1f} s per volume", flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        tiny=args.tiny)
-  result = common.summary(table)
-  result["seconds_per_volume"] = [seconds.get(m, float("nan")) for m in result.index]
-  text = common.markdown(result)
-  atomic.write_text(os.path.join(args.out, "stride_sweep.md"), text + "\n")
-  print(text)
+  result = common.summary(table, seconds_per_volume=seconds)
+  common.publish(os.path.join(args.out, "stride_sweep.md"), common.markdown(result))
   return 0
 
 
