@@ -88,7 +88,16 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
   Returns:
     [B, H', W', C_out].
   """
-  impl = resolve(impl)
+  return _conv(x, kernel, stride, padding, resolve(impl))
+
+
+# Every layer call goes through one jitted function per formulation, so a train step
+# traces each distinct (shape, stride, padding) once: the residual blocks, and the
+# generators' six passes over same-sized patches, reuse that trace (and its gradient's)
+# instead of tracing hundreds of slices and matmuls again. XLA inlines the calls, so
+# the compiled step is the same; only tracing and lowering get shorter.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _conv(x, kernel, stride, padding, impl):
   if impl == "winograd" and kernel.shape[0] == 3 and stride == 1:
     if padding:
       x = jnp.pad(x, ((0, 0),) + ((padding, padding),) * 2 + ((0, 0),))
@@ -110,7 +119,12 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int = 2,
     stride: upsampling factor.
     impl: formulation; default the one `use` set (else 'auto').
   """
-  if resolve(impl) in ("im2col", "winograd"):
+  return _conv_transpose(x, kernel, stride, resolve(impl))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _conv_transpose(x, kernel, stride, impl):
+  if impl in ("im2col", "winograd"):
     return im2col_conv_transpose(x, kernel, stride)
   return lax.conv_transpose(
       x, kernel, (stride,) * 2, "SAME", dimension_numbers=DIMENSION_NUMBERS,
@@ -332,12 +346,6 @@ def _sandwich(left, right, blocks) -> list[list[jax.Array]]:
   return [[entry(a, b) for b in range(len(right))] for a in range(len(left))]
 
 
-def _matmul(a: jax.Array, b: jax.Array, a_axes, b_axes) -> jax.Array:
-  """Contracts `a_axes` of a with `b_axes` of b in float32; returns a's dtype."""
-  return lax.dot_general(a, b, ((a_axes, b_axes), ((), ())),
-                         preferred_element_type=jnp.float32).astype(a.dtype)
-
-
 def _overlap_add(grid: list[list[jax.Array]], stride: int) -> jax.Array:
   """The adjoint of reading n x n tiles at `stride` (n <= 2 * stride): grid[i][j]
   [B, rows, cols, C] holds pixel (i, j) of every tile, which lands at
@@ -392,13 +400,15 @@ def winograd_conv3x3(x: jax.Array, kernel: jax.Array,
                      transform: Winograd = WINOGRAD_F4) -> jax.Array:
   """Stride-1 'VALID' 3x3 convolution (NHWC, HWIO) by Winograd's F(m x m, 3 x 3).
 
-  The n^2 = (m + 2)^2 transformed positions of the tiles are as many independent
-  [tiles, C_in] x [C_in, C_out] matmuls. The input transform is sums and differences
-  of strided slices that XLA fuses, one array per position: stacking them for one
-  batched matmul costs a copy of the transformed input that took longer than the
-  matmul saves. With F(4x4, 3x3) the matmuls do 4 times fewer FLOPs than im2col's and
-  the transformed input is 2.25 times the input's size where im2col's patches are 9
-  times.
+  The n^2 = (m + 2)^2 transformed positions of the tiles are one batched
+  [n^2] x [tiles, C_in] x [C_in, C_out] matmul. The input transform is sums and
+  differences of strided slices that XLA fuses into the stacked array. With F(4x4, 3x3)
+  the matmuls do 4 times fewer FLOPs than im2col's and the transformed input is 2.25
+  times the input's size where im2col's patches are 9 times. One batched matmul rather
+  than n^2 separate ones runs as fast (a few % faster) and leaves XLA:CPU n^2 times
+  fewer matmul kernels, whose deserialisation is quadratic in their number: 36
+  matmuls a layer made loading the paper-sized train step from the compilation cache
+  take as long as compiling it (benchmarks/RESULTS.md).
 
   The backward pass is the adjoint of the same algorithm, with the same matmul sizes:
   the output gradient goes through A, the matmuls with the transposed transformed
@@ -415,14 +425,17 @@ def _winograd_fwd(x, kernel, transform: Winograd):
   windows = Windows(x.shape[1:3], tuple((i, j) for i in range(n) for j in range(n)), tiles, m)
   d = [[windows.view(x, n * i + j) for j in range(n)] for i in range(n)]
   v = _sandwich(transform.bt, transform.bt, d)  # B^T d B, n x n of [B, *tiles, C_in]
+  v = jnp.stack([position for row in v for position in row])  # [n^2, B, *tiles, C_in]
   c_in, c_out = kernel.shape[2:]
   taps, g_kron = kernel.astype(x.dtype).reshape(9, c_in, c_out), np.kron(transform.g, transform.g)
   u = _combine(g_kron, taps)  # G g G^T: [n^2, C_in, C_out].
-  prod = [[_matmul(v[a][b], u[n * a + b], (3,), (0,)) for b in range(n)] for a in range(n)]
+  prod = lax.dot_general(v, u, (((4,), (1,)), ((0,), (0,))),
+                         preferred_element_type=jnp.float32).astype(x.dtype)
   # The backward pass multiplies by u transposed; YNNPACK's matmul with a transposed
   # right operand ran at half speed, so transform the transposed kernel as well.
   u_t = _combine(g_kron, taps.swapaxes(1, 2))
-  y = _sandwich(transform.at, transform.at, prod)  # m x m of [B, *tiles, C_out]
+  y = _sandwich(transform.at, transform.at,  # m x m of [B, *tiles, C_out]
+                [[prod[n * a + b] for b in range(n)] for a in range(n)])
   y = jnp.stack([jnp.stack(row, axis=3) for row in y], axis=2)  # [B, tr, m, tc, m, C]
   y = y.reshape(x.shape[0], m * tiles[0], m * tiles[1], c_out)
   return y[:, :out_size[0], :out_size[1]], (v, u_t, kernel)
@@ -438,10 +451,10 @@ def _winograd_bwd(transform: Winograd, residuals, dy):
       m * m, b, *tiles, c)
   at = np.asarray(transform.at)
   dprod = _combine(np.kron(at.T, at.T), dy)  # A dy A^T: [n^2, B, *tiles, C_out]
-  # M^T V: [C_out, C_in] (v as the right operand: its contracted axis, the tiles, is
-  # then major, as a GEMM wants it).
-  du = jnp.stack([_matmul(dprod[p], v[p // n][p % n], (0, 1, 2), (0, 1, 2))
-                  for p in range(n * n)])
+  # M^T V per position: [n^2, C_out, C_in] (v as the right operand: its contracted
+  # axes, the tiles, are then major, as a GEMM wants them).
+  du = lax.dot_general(dprod, v, (((1, 2, 3), (1, 2, 3)), ((0,), (0,))),
+                       preferred_element_type=jnp.float32).astype(dy.dtype)
   g = np.asarray(transform.g)
   dkernel = _combine(np.kron(g.T, g.T), du).reshape(3, 3, c, -1).swapaxes(2, 3)
   dv = lax.dot_general(dprod, u_t, (((4,), (1,)), ((0,), (0,))),
