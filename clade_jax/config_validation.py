@@ -55,7 +55,7 @@ class Range:
 # Numeric fields and their ranges. A sequence value (data.percentiles) is checked
 # element by element and must be strictly increasing.
 RANGES: dict[str, Range] = {
-    "seed": Range(0),
+    "seed": Range(0, 2**32 - 1),
     "data.thick_axis": Range(-1, 2),  # -1 detects it.
     "data.target_spacing": Range(0),  # 0 = the finest in-plane spacing.
     "data.patch_size": Range(8),

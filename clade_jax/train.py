@@ -6,6 +6,11 @@ per-host shards, resuming from the latest checkpoint, Ctrl-C, the NaN stop, the 
 log, the sample grids and the held-out figure. What a method trains and how is
 `clade_jax.methods.<config.method>` (see that package's docstring for the contract).
 
+Start-up is kept short for re-runs and resumes: the programs' traces and executables
+come from the caches the command lines turn on (`trace_cache`, `compilation_cache`),
+and the train step compiles in a thread while the data, the held-out truth and the
+initial state are prepared.
+
 With several processes (`clade_jax.distributed`) every process runs this same code:
 the mesh spans all their devices, each process samples only its block of every global
 batch, all run every jitted program (train step, sample grids, the held-out
@@ -15,6 +20,8 @@ provenance, metrics and pictures.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
 import functools
 import os
 import signal
@@ -29,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from clade_jax import checkpointing
+from clade_jax import compilation_cache
 from clade_jax import config_validation
 from clade_jax import distributed
 from clade_jax import holdout
@@ -36,6 +44,7 @@ from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import plotting
 from clade_jax import provenance
+from clade_jax import trace_cache
 from clade_jax.train_state import inference_params
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
@@ -99,31 +108,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
                       f"{jax.device_count()} devices")
 
   volumes, source = build_data(config, method)
-  truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
   num_steps = total_steps(config, source)
   checkpointing.write_config(workdir, config, method.architecture_fields)
-  if distributed.is_main():
-    info = provenance.collect(config)
-    info["processes"] = jax.process_count()
-    provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
+  conv_impl = convolution.resolve(config.model.get("conv_impl", "auto"))
+  program = functools.partial(trace_cache.Program, directory=compilation_cache.traces_directory(),
+                              key=repr((config.to_json_best_effort(sort_keys=True), conv_impl)))
+  init_fn = program(lambda seed: method.init_state(config, init_key(seed)), name="init_state",
+                    in_shardings=(replicated,), out_sharding=replicated)
+  step_fn = program(method.make_train_step(config), name="train_step",
+                    in_shardings=(replicated, batch_sharding), out_sharding=replicated,
+                    donate_argnums=(0,))
+  # Replicated in and out: every process runs it, each can read the pictures.
+  sample_fn = program(method.make_sample_fn(config), name="sample",
+                      in_shardings=(replicated, replicated), out_sharding=replicated)
+  seed = np.uint32(config.seed)
+  batch_specs = {k: jax.ShapeDtypeStruct((config.train.batch_size, *v.shape[1:]), v.dtype,
+                                         sharding=batch_sharding)
+                 for k, v in patches_lib.make_dataset(source, 1, seed=config.seed)[0].items()}
 
-  # Networks read the convolution formulation when traced: every jitted function
-  # below is first called inside this block.
-  with convolution.use(config.model.get("conv_impl", "auto")):
-    step_fn = jax.jit(method.make_train_step(config),
-                      in_shardings=(replicated, batch_sharding),
-                      out_shardings=(replicated, replicated), donate_argnums=0)
-    # Replicated in and out: every process runs it, each can read the pictures.
-    sample_fn = jax.jit(method.make_sample_fn(config), in_shardings=(replicated, replicated),
-                        out_shardings=replicated)
-    state = jax.jit(functools.partial(method.init_state, config),
-                    out_shardings=replicated)(init_key(config.seed))
+  # Networks read the convolution formulation when traced: every program above is
+  # first traced inside this block (the train step in a thread that copies it).
+  with convolution.use(conv_impl):
+    # The train step compiles, or loads from the caches, while the rest starts up.
+    compiling = _background(step_fn.compile, init_fn.out_shapes(seed), batch_specs)
+    truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
+    if distributed.is_main():
+      info = provenance.collect(config)
+      info["processes"] = jax.process_count()
+      provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
+    state = init_fn(seed)
     return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                       step_fn, sample_fn, batch_sharding, replicated, started, truth)
+                       step_fn, sample_fn, batch_sharding, replicated, started, truth,
+                       compiling)
+
+
+def _background(fun, *args) -> concurrent.futures.Future:
+  """Runs `fun(*args)` in a thread, in a copy of the caller's context (conv formulation).
+
+  A start-up error in the meantime still stops the run at once with its message; the
+  process then exits when the thread is done (XLA cannot abandon a compile).
+  """
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+  future = pool.submit(contextvars.copy_context().run, fun, *args)
+  pool.shutdown(wait=False)
+  return future
 
 
 def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding, replicated, started, truth=None):
+                sample_fn, batch_sharding, replicated, started, truth=None, compiling=None):
   block, blocks = distributed.batch_shard(batch_sharding, config.train.batch_size)
   dataset = patches_lib.make_dataset(source, config.train.batch_size // blocks,
                                      seed=config.seed, shard_index=block, shard_count=blocks)
@@ -149,6 +181,8 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
     return {k: jax.make_array_from_process_local_data(batch_sharding, v)
             for k, v in local_batch.items()}
 
+  if compiling is not None:
+    compiling.result()  # Raises what compiling raised.
   bar = tqdm(total=num_steps, initial=start, desc=f"training {name}", unit="step",
              disable=not is_main, dynamic_ncols=True)
   stop = _Interrupt()
