@@ -13,7 +13,11 @@ Several processes (hosts, or one per GPU): start the same command in each with
 """
 
 import sys
+import time
 
+_STARTED = time.perf_counter()  # The run's start-up (startup_seconds) includes imports.
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -61,7 +65,7 @@ def main(argv):
     except distributed.DistributedError as e:
       sys.exit(f"error: {e}")
   try:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value, started=_STARTED)
   except config_validation.ConfigError as e:
     sys.exit("\n".join(f"error: {problem}" for problem in e.problems))
   except (volume.VolumeError, checkpointing.CheckpointError, train.TrainingDiverged,

@@ -27,7 +27,6 @@ import numpy as np
 
 from clade_jax import atomic
 from clade_jax import distributed
-from clade_jax import plotting
 from clade_jax import volume_srr
 from clade_jax.data import consistency
 from clade_jax.data import patches as patches_lib
@@ -206,6 +205,8 @@ def check(method, params, volumes, config, workdir, truth: Truth | None = None,
   if truth is not None:
     images["truth"] = volume_lib.plane_slices(truth.grid, scan.lr_axis)[s]
   forward = scan.normalizer.forward
+  # matplotlib is imported here, after training, not before a run's first step.
+  from clade_jax import plotting  # pylint: disable=g-import-not-at-top
   plotting.slice_comparison(
       {k: plotting.for_display(forward(image)) for k, image in images.items()},
       os.path.join(workdir, FIGURE),

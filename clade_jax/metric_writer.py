@@ -1,6 +1,8 @@
 """Scalars to JSON lines (for scripts) and TensorBoard event files (for people).
 
-TensorBoard files come from tensorboardX, which needs no TensorFlow.
+TensorBoard files come from tensorboardX, which needs no TensorFlow. It is imported at
+the first write, after a run's first step: it also imports PyTorch when that is
+installed, 2 s of a re-run's start-up.
 """
 
 from __future__ import annotations
@@ -8,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-
-from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -30,7 +30,16 @@ class MetricWriter:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(kept)
-    self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+    self._tensorboard_args = (os.path.join(workdir, "tensorboard"), resume_step + 1)
+    self._tensorboard = None
+
+  @property
+  def tensorboard(self):
+    if self._tensorboard is None:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      directory, purge_step = self._tensorboard_args
+      self._tensorboard = SummaryWriter(directory, purge_step=purge_step)
+    return self._tensorboard
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:
     scalars = {k: float(v) for k, v in scalars.items()}
@@ -42,7 +51,8 @@ class MetricWriter:
     self.tensorboard.flush()
 
   def close(self) -> None:
-    self.tensorboard.close()
+    if self._tensorboard is not None:
+      self._tensorboard.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

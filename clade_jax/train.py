@@ -42,7 +42,6 @@ from clade_jax import distributed
 from clade_jax import holdout
 from clade_jax import methods
 from clade_jax import metric_writer
-from clade_jax import plotting
 from clade_jax import provenance
 from clade_jax import trace_cache
 from clade_jax.train_state import inference_params
@@ -86,8 +85,15 @@ def total_steps(config, source) -> int:
   return max(1, config.train.epochs * len(source) // config.train.batch_size)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       started: float | None = None):
   """Trains (or resumes training) and writes checkpoints, metrics and pictures.
+
+  Args:
+    config: the run's configuration.
+    workdir: where checkpoints, metrics and pictures go.
+    started: `time.perf_counter()` when the command began, for the start-up time
+      logged at the first step (`startup_seconds`); default: now.
 
   Returns:
     The final train state.
@@ -96,7 +102,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     ConfigError: a config field out of range or not one of its values (before any
       work starts), or a batch the devices cannot share.
   """
-  started = time.perf_counter()
+  started = time.perf_counter() if started is None else started
   method = methods.of(config)
   config_validation.validate(config, ranges=getattr(method, "config_ranges", None),
                              enums=getattr(method, "config_enums", None))
@@ -208,6 +214,7 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
       if step % config.train.sample_every == 0 or step == num_steps:
         images = jax.tree.map(distributed.to_host, sample_fn(inference_params(state), sample_batch))
         if is_main:
+          from clade_jax import plotting  # pylint: disable=g-import-not-at-top
           plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                               title=f"{name}, step {step}")
       if save:

@@ -44,7 +44,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy import ndimage, signal
+from scipy import ndimage
 
 from clade_jax.metrics import _checks
 
@@ -152,6 +152,9 @@ def edge_sharpness(volume: np.ndarray, affine: np.ndarray, p0, p1, *,
         f"segment of {distance[-1]:.3g} mm is shorter than the filter window "
         f"({window_pixels} x {pixel_mm:.3g} mm); extend it across the border")
 
+  # Imported here: scipy.signal takes 0.6 s to import, and training imports this
+  # package for the fidelity metrics before its first step.
+  from scipy import signal  # pylint: disable=g-import-not-at-top
   smooth = signal.savgol_filter(profile, window, polyorder)
   slope = signal.savgol_filter(profile, window, polyorder, deriv=1, delta=step)
   contrast = float(smooth.max() - smooth.min())
