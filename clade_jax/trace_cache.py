@@ -121,6 +121,39 @@ class Program:
         self._compiled[signature] = self._build(args, leaves, tree)
       return self._compiled[signature]
 
+  def last_arguments(self) -> tuple | None:
+    """The argument specs this program was last compiled for, by any run with the same
+    key and environment (None if none): a re-run can start compiling before it has
+    loaded the data that decides them."""
+    if self._directory is None:
+      return None
+    try:
+      with open(self._last_path(), "rb") as f:
+        tree, avals = pickle.load(f)
+      leaves = [jax.ShapeDtypeStruct(shape, dtype, weak_type=weak) for shape, dtype, weak in avals]
+      args = jax.tree.unflatten(tree, leaves)
+    except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError, AttributeError,
+            ImportError):
+      return None
+    if len(args) != len(self._in_shardings):
+      return None
+    return tuple(jax.tree.map(lambda x, s=sharding: jax.ShapeDtypeStruct(
+        x.shape, x.dtype, sharding=s, weak_type=x.weak_type), arg)
+                 for arg, sharding in zip(args, self._in_shardings))
+
+  def _last_path(self) -> str:
+    digest = hashlib.sha256(repr((self.name, self._key, _environment())).encode()).hexdigest()
+    return os.path.join(self._directory, SUBDIRECTORY, f"{self.name}-{digest[:32]}.last")
+
+  def _remember(self, leaves, tree) -> None:
+    avals = [(tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False)))
+             for x in leaves]
+    try:
+      with atomic.atomic_path(self._last_path()) as tmp, open(tmp, "wb") as f:
+        pickle.dump((tree, avals), f)
+    except OSError:
+      pass
+
   def out_shapes(self, *args):
     """The outputs' shapes and dtypes, from a saved trace when there is one."""
     if self._directory is None:
@@ -138,6 +171,7 @@ class Program:
                        out_shardings=self._out_sharding, donate_argnums=self._donate)
       return jitted.lower(*args).compile()
     exported, out_tree = self._exported(leaves, tree)
+    self._remember(leaves, tree)
     counts = [len(jax.tree.leaves(arg)) for arg in args]
     flat_donate = [sum(counts[:i]) + j for i in self._donate for j in range(counts[i])]
     executable = jax.jit(exported.call, in_shardings=self._flat_in_shardings(args),

@@ -8,8 +8,9 @@ log, the sample grids and the held-out figure. What a method trains and how is
 
 Start-up is kept short for re-runs and resumes: the programs' traces and executables
 come from the caches the command lines turn on (`trace_cache`, `compilation_cache`),
-and the train step compiles in a thread while the data, the held-out truth and the
-initial state are prepared.
+and the train step compiles in a thread (from the start, for the arguments of the
+config's previous run) while the data, the held-out truth and the initial state are
+prepared.
 
 With several processes (`clade_jax.distributed`) every process runs this same code:
 the mesh spans all their devices, each process samples only its block of every global
@@ -21,7 +22,6 @@ provenance, metrics and pictures.
 from __future__ import annotations
 
 import concurrent.futures
-import contextvars
 import functools
 import os
 import signal
@@ -113,9 +113,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
                       f"{jax.device_count()} devices")
 
-  volumes, source = build_data(config, method)
-  num_steps = total_steps(config, source)
-  checkpointing.write_config(workdir, config, method.architecture_fields)
   conv_impl = convolution.resolve(config.model.get("conv_impl", "auto"))
   program = functools.partial(trace_cache.Program, directory=compilation_cache.traces_directory(),
                               key=repr((config.to_json_best_effort(sort_keys=True), conv_impl)))
@@ -128,15 +125,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   sample_fn = program(method.make_sample_fn(config), name="sample",
                       in_shardings=(replicated, replicated), out_sharding=replicated)
   seed = np.uint32(config.seed)
+  # A re-run of this config starts compiling (or loading) the train step for the
+  # arguments it had last time, before the data is loaded.
+  previous = step_fn.last_arguments()
+  if previous:
+    _background(conv_impl, step_fn.compile, *previous)
+
+  volumes, source = build_data(config, method)
+  num_steps = total_steps(config, source)
+  checkpointing.write_config(workdir, config, method.architecture_fields)
   batch_specs = {k: jax.ShapeDtypeStruct((config.train.batch_size, *v.shape[1:]), v.dtype,
                                          sharding=batch_sharding)
                  for k, v in patches_lib.make_dataset(source, 1, seed=config.seed)[0].items()}
 
-  # Networks read the convolution formulation when traced: every program above is
-  # first traced inside this block (the train step in a thread that copies it).
+  # Networks read the convolution formulation when traced: the programs above are
+  # traced inside this block or in `_background`, which sets it too.
   with convolution.use(conv_impl):
-    # The train step compiles, or loads from the caches, while the rest starts up.
-    compiling = _background(step_fn.compile, init_fn.out_shapes(seed), batch_specs)
+    # The train step compiles, or loads from the caches, while the rest starts up: a
+    # no-op once the compile started above is done, if it guessed the arguments right.
+    compiling = _background(conv_impl, step_fn.compile, init_fn.out_shapes(seed),
+                            batch_specs)
     truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
     if distributed.is_main():
       info = provenance.collect(config)
@@ -148,14 +156,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        compiling)
 
 
-def _background(fun, *args) -> concurrent.futures.Future:
-  """Runs `fun(*args)` in a thread, in a copy of the caller's context (conv formulation).
+def _background(conv_impl: str, fun, *args) -> concurrent.futures.Future:
+  """Runs `fun(*args)` in a thread that traces with convolution formulation `conv_impl`.
 
   A start-up error in the meantime still stops the run at once with its message; the
   process then exits when the thread is done (XLA cannot abandon a compile).
   """
+  def run():
+    with convolution.use(conv_impl):
+      return fun(*args)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-  future = pool.submit(contextvars.copy_context().run, fun, *args)
+  future = pool.submit(run)
   pool.shutdown(wait=False)
   return future
 

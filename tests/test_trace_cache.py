@@ -45,6 +45,10 @@ def arguments(replicated, batch_sharding):
   return jax.device_put(state, replicated), jax.device_put(batch, batch_sharding)
 
 
+def saved_traces(directory):
+  return sorted(name for name in os.listdir(directory / "traces") if name.endswith(".jaxexport"))
+
+
 def program(fun, directory, key="config"):
   replicated, batch_sharding = shardings()
   return trace_cache.Program(fun, name="step", key=key, directory=directory,
@@ -60,8 +64,8 @@ def test_a_saved_trace_is_loaded_instead_of_tracing_again(tmp_path):
 
   out_state, metrics = program(step, str(tmp_path))(*arguments(*shardings()))
   assert len(traces) == 1
-  (saved,) = os.listdir(tmp_path / "traces")
-  assert saved.startswith("step-") and saved.endswith(".jaxexport")
+  (saved,) = saved_traces(tmp_path)
+  assert saved.startswith("step-")
   again = program(step, str(tmp_path))  # A new run: nothing in memory.
   out_again, metrics_again = again(*arguments(*shardings()))
   assert len(traces) == 1  # Loaded from disk, not traced.
@@ -89,13 +93,13 @@ def test_another_key_or_argument_shape_traces_again(tmp_path):
   assert len(traces) == 3
   np.testing.assert_allclose(metrics["loss"], np.mean(np.square(np.ones((8, 3)) @ np.arange(
       6.0).reshape(3, 2))), rtol=1e-6)
-  assert len(os.listdir(tmp_path / "traces")) == 3
+  assert len(saved_traces(tmp_path)) == 3
 
 
 def test_an_unreadable_trace_is_traced_again(tmp_path):
   step, traces = counting_step()
   program(step, str(tmp_path))(*arguments(*shardings()))
-  (path,) = (tmp_path / "traces").iterdir()
+  (path,) = (tmp_path / "traces").glob("*.jaxexport")
   path.write_bytes(b"not a trace")
   _, metrics = program(step, str(tmp_path))(*arguments(*shardings()))
   assert len(traces) == 2 and np.isfinite(metrics["loss"])
@@ -164,11 +168,30 @@ def test_training_twice_loads_its_traces_and_gives_the_same_params(data_root, tm
   config = tiny_config(data_root)
   config.train.num_steps = 2
   first = train.train_and_evaluate(config, str(tmp_path / "first"))
-  saved = sorted(name.split("-")[0] for name in os.listdir(tmp_path / "cache" / "traces"))
+  saved = [name.split("-")[0] for name in saved_traces(tmp_path / "cache")]
   assert saved == ["init_state", "sample", "train_step"]
   second = train.train_and_evaluate(config, str(tmp_path / "second"))
-  assert len(os.listdir(tmp_path / "cache" / "traces")) == 3  # Nothing traced anew.
+  assert len(saved_traces(tmp_path / "cache")) == 3  # Nothing traced anew.
   jax.tree.map(np.testing.assert_array_equal, first.params, second.params)
   monkeypatch.setattr(compilation_cache, "_traces", None)
   plain = train.train_and_evaluate(config, str(tmp_path / "plain"))
   jax.tree.map(np.testing.assert_array_equal, first.params, plain.params)
+
+
+def test_last_arguments_let_a_rerun_compile_before_it_has_its_data(tmp_path):
+  step, traces = counting_step()
+  assert program(step, str(tmp_path)).last_arguments() is None  # Never compiled.
+  assert program(step, None).last_arguments() is None  # No cache.
+  program(step, str(tmp_path))(*arguments(*shardings()))
+
+  state, batch = arguments(*shardings())
+  rerun = program(step, str(tmp_path))
+  guessed = rerun.last_arguments()
+  assert jax.tree.structure(guessed) == jax.tree.structure((state, batch))
+  for spec, arg in zip(jax.tree.leaves(guessed), jax.tree.leaves((state, batch))):
+    assert (spec.shape, spec.dtype, spec.sharding) == (arg.shape, arg.dtype, arg.sharding)
+  rerun.compile(*guessed)
+  rerun(state, batch)
+  assert len(rerun._compiled) == 1  # The guess served the real call.
+  assert len(traces) == 1
+  assert program(step, str(tmp_path), key="another config").last_arguments() is None
