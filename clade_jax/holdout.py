@@ -67,11 +67,9 @@ def read_truth(path: str, scan, what: str = "data.truth") -> Truth:
     VolumeError: it cannot be read, or `scan`'s grid is not a sub-grid of it; the
       message names `what`.
   """
-  from clade_jax.evaluation import scoring  # pandas and statsmodels: only when needed.
-
   try:
     truth = volume_lib.load_volume(path)
-    grid = scoring.crop_truth(truth, scan.isotropic.shape, scan.affine)
+    grid = volume_lib.crop_truth(truth, scan.isotropic.shape, scan.affine)
   except volume_lib.VolumeError as e:
     raise volume_lib.VolumeError(f"{what}={path!r} does not fit the volume: {e}") from None
   data_range = float(truth.data.max() - truth.data.min())

@@ -35,18 +35,17 @@ import numpy as np
 import pandas as pd
 
 from clade_jax import metrics
-from clade_jax.data.volume import (Volume, VolumeError, find_thick_axis, is_nifti,
-                                   load_volume, plane_axis, plane_name, voxel_spacing)
+# AlignmentError and crop_truth live with the volumes (training loads a truth without
+# pandas); they are re-exported here, where the evaluation has always named them.
+from clade_jax.data.volume import (AlignmentError, Volume, VolumeError, crop_truth,  # noqa: F401
+                                   find_thick_axis, is_nifti, load_volume, plane_axis,
+                                   plane_name)
 from clade_jax.evaluation.metric_table import TRUTH_ROW, metric_columns
 from clade_jax.evaluation.report import write_report
 from clade_jax.plotting import orthogonal_slices
 from clade_jax.evaluation.statistics import ALPHA
 
 NIFTI_SUFFIX_RE = re.compile(r"\.nii(\.gz)?$")
-
-
-class AlignmentError(VolumeError):
-  """An output grid that is not a sub-grid of the ground truth."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -132,58 +131,6 @@ def match_subjects(methods: dict[str, dict[str, str]],
 
 
 # ------------------------------------------------------------------------- geometry
-
-
-def crop_truth(truth: Volume, shape, affine: np.ndarray, atol_mm: float = 1e-3) -> np.ndarray:
-  """The truth's voxels at exactly the voxel centres of the grid (shape, affine).
-
-  The grid must be a sub-grid of the truth: each of its voxel axes parallel to the
-  truth's same axis with an integer (>= 1) multiple of its step, and its first voxel
-  centre on a truth voxel centre, all within `atol_mm` at the far corner.
-
-  Args:
-    truth: the ground-truth volume.
-    shape: the output grid's 3D shape.
-    affine: the output grid's voxel-to-world affine.
-    atol_mm: tolerance on world positions (covers float32 affines in NIfTI headers).
-
-  Returns:
-    float32 array of `shape` (a strided view copied out of the truth).
-
-  Raises:
-    AlignmentError: a different orientation, a non-integer step ratio, an offset that
-      is not a whole number of truth voxels, or a grid reaching outside the truth.
-  """
-  affine = np.asarray(affine, np.float64)
-  t_affine = np.asarray(truth.affine, np.float64)
-  t_cols = t_affine[:3, :3]
-  # The output's axes expressed in truth voxel steps: should be diag(integers).
-  steps = np.linalg.solve(t_cols, affine[:3, :3])
-  start = np.linalg.solve(t_cols, affine[:3, 3] - t_affine[:3, 3])
-  stride = np.rint(np.diag(steps)).astype(int)
-  offset = np.rint(start).astype(int)
-  extent = np.asarray(shape, np.float64) - 1
-  # Errors measured in mm at the far corner of the grid, where they accumulate.
-  axis_err = np.abs(steps - np.diag(stride)) @ extent * voxel_spacing(t_affine).max()
-  offset_err = np.linalg.norm(t_cols @ (start - offset))
-  name = truth.name
-  if np.any(stride < 1) or np.any(axis_err > atol_mm):
-    raise AlignmentError(
-        f"{name}: the output grid is not a sub-grid of the truth: output voxel axes "
-        f"{np.round(affine[:3, :3], 4).tolist()} vs truth {np.round(t_cols, 4).tolist()} "
-        f"(need the same orientation and whole-number step ratios)")
-  if offset_err > atol_mm:
-    raise AlignmentError(
-        f"{name}: output voxel centres are off the truth's by {offset_err:.3g} mm (first "
-        f"output voxel at truth index {np.round(start, 3).tolist()}); the output must "
-        f"be resampled on the truth's voxel centres")
-  stop = offset + stride * (np.asarray(shape) - 1)
-  if np.any(offset < 0) or np.any(stop >= np.asarray(truth.data.shape)):
-    raise AlignmentError(
-        f"{name}: the output grid covers truth indices {offset.tolist()} to "
-        f"{stop.tolist()}, outside the truth's shape {list(truth.data.shape)}")
-  index = tuple(slice(o, s + 1, st) for o, s, st in zip(offset, stop, stride))
-  return np.array(truth.data[index], dtype=np.float32)
 
 
 def low_resolution_planes(affine: np.ndarray, thick_axis: int) -> list[str]:
