@@ -30,15 +30,15 @@ class MetricWriter:
         kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(kept)
-    self._tensorboard_args = (os.path.join(workdir, "tensorboard"), resume_step + 1)
+    self._workdir, self._resume_step = workdir, resume_step
     self._tensorboard = None
 
   @property
   def tensorboard(self):
     if self._tensorboard is None:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      directory, purge_step = self._tensorboard_args
-      self._tensorboard = SummaryWriter(directory, purge_step=purge_step)
+      self._tensorboard = SummaryWriter(os.path.join(self._workdir, "tensorboard"),
+                                        purge_step=self._resume_step + 1)
     return self._tensorboard
 
   def write_scalars(self, step: int, scalars: dict[str, float]) -> None:

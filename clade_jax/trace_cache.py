@@ -172,9 +172,9 @@ class Program:
       return jitted.lower(*args).compile()
     exported, out_tree = self._exported(leaves, tree)
     self._remember(leaves, tree)
-    counts = [len(jax.tree.leaves(arg)) for arg in args]
+    counts = [arg.num_leaves for arg in tree.children()]
     flat_donate = [sum(counts[:i]) + j for i in self._donate for j in range(counts[i])]
-    executable = jax.jit(exported.call, in_shardings=self._flat_in_shardings(args),
+    executable = jax.jit(exported.call, in_shardings=self._flat_in_shardings(tree),
                          out_shardings=self._out_sharding,
                          donate_argnums=flat_donate).lower(*leaves).compile()
 
@@ -182,15 +182,15 @@ class Program:
       return jax.tree.unflatten(out_tree, executable(*jax.tree.leaves(call_args)))
     return run
 
-  def _flat_in_shardings(self, args) -> list:
-    return [sharding for arg, sharding in zip(args, self._in_shardings)
-            for _ in jax.tree.leaves(arg)]
+  def _flat_in_shardings(self, tree) -> list:
+    """Each argument's sharding, once per leaf of it (`tree`: the arguments' treedef)."""
+    return [sharding for arg, sharding in zip(tree.children(), self._in_shardings)
+            for _ in range(arg.num_leaves)]
 
   def _path(self, leaves, tree) -> str:
-    shardings = self._flat_in_shardings(jax.tree.unflatten(tree, leaves))
     key = repr((self.name, self._key, _environment(), str(tree),
                 [(x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), _describe(s))
-                 for x, s in zip(leaves, shardings)],
+                 for x, s in zip(leaves, self._flat_in_shardings(tree))],
                 self._donate, _describe(self._out_sharding)))
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return os.path.join(self._directory, SUBDIRECTORY, f"{self.name}-{digest}.jaxexport")
@@ -210,7 +210,6 @@ class Program:
     except (OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError, AttributeError,
             ImportError):
       pass  # Missing, or unreadable (written by another version): trace again.
-    args = jax.tree.unflatten(tree, leaves)
     out_tree = None
 
     def flat_fun(*flat_args):
@@ -218,10 +217,11 @@ class Program:
       outs, out_tree = jax.tree.flatten(self._fun(*jax.tree.unflatten(tree, flat_args)))
       return outs
 
+    shardings = self._flat_in_shardings(tree)
     specs = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s,
                                   weak_type=bool(getattr(x, "weak_type", False)))
-             for x, s in zip(leaves, self._flat_in_shardings(args))]
-    exported = jax.export.export(jax.jit(flat_fun, in_shardings=self._flat_in_shardings(args),
+             for x, s in zip(leaves, shardings)]
+    exported = jax.export.export(jax.jit(flat_fun, in_shardings=shardings,
                                          out_shardings=self._out_sharding))(*specs)
     try:
       with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:

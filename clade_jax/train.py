@@ -22,7 +22,6 @@ provenance, metrics and pictures.
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import os
 import signal
 import time
@@ -114,8 +113,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                       f"{jax.device_count()} devices")
 
   conv_impl = convolution.resolve(config.model.get("conv_impl", "auto"))
-  program = functools.partial(trace_cache.Program, directory=compilation_cache.traces_directory(),
-                              key=repr((config.to_json_best_effort(sort_keys=True), conv_impl)))
+  key = repr((config.to_json_best_effort(sort_keys=True), conv_impl))
+
+  def program(fun, **options):
+    # Networks read the convolution formulation when traced: each program traces with
+    # the run's, in whichever thread it is first compiled.
+    def traced(*args):
+      with convolution.use(conv_impl):
+        return fun(*args)
+    return trace_cache.Program(traced, key=key, directory=compilation_cache.traces_directory(),
+                               **options)
+
   init_fn = program(lambda seed: method.init_state(config, init_key(seed)), name="init_state",
                     in_shardings=(replicated,), out_sharding=replicated)
   step_fn = program(method.make_train_step(config), name="train_step",
@@ -129,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # arguments it had last time, before the data is loaded.
   previous = step_fn.last_arguments()
   if previous:
-    _background(conv_impl, step_fn.compile, *previous)
+    _background(step_fn.compile, *previous)
 
   volumes, source = build_data(config, method)
   num_steps = total_steps(config, source)
@@ -138,35 +146,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                          sharding=batch_sharding)
                  for k, v in patches_lib.make_dataset(source, 1, seed=config.seed)[0].items()}
 
-  # Networks read the convolution formulation when traced: the programs above are
-  # traced inside this block or in `_background`, which sets it too.
-  with convolution.use(conv_impl):
-    # The train step compiles, or loads from the caches, while the rest starts up: a
-    # no-op once the compile started above is done, if it guessed the arguments right.
-    compiling = _background(conv_impl, step_fn.compile, init_fn.out_shapes(seed),
-                            batch_specs)
-    truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
-    if distributed.is_main():
-      info = provenance.collect(config)
-      info["processes"] = jax.process_count()
-      provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
-    state = init_fn(seed)
-    return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                       step_fn, sample_fn, batch_sharding, replicated, started, truth,
-                       compiling)
+  # The train step compiles, or loads from the caches, while the rest starts up: a
+  # no-op once the compile started above is done, if it guessed the arguments right.
+  compiling = _background(step_fn.compile, init_fn.out_shapes(seed), batch_specs)
+  truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
+  if distributed.is_main():
+    info = provenance.collect(config)
+    info["processes"] = jax.process_count()
+    provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
+  state = init_fn(seed)
+  return _train_loop(config, workdir, method, volumes, source, num_steps, state,
+                     step_fn, sample_fn, batch_sharding, replicated, started, truth,
+                     compiling)
 
 
-def _background(conv_impl: str, fun, *args) -> concurrent.futures.Future:
-  """Runs `fun(*args)` in a thread that traces with convolution formulation `conv_impl`.
+def _background(fun, *args) -> concurrent.futures.Future:
+  """Runs `fun(*args)` in a thread.
 
   A start-up error in the meantime still stops the run at once with its message; the
   process then exits when the thread is done (XLA cannot abandon a compile).
   """
-  def run():
-    with convolution.use(conv_impl):
-      return fun(*args)
   pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-  future = pool.submit(run)
+  future = pool.submit(fun, *args)
   pool.shutdown(wait=False)
   return future
 
