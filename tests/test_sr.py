@@ -292,3 +292,14 @@ def test_pip_install_gives_a_clade_jax_command_that_works_from_any_folder(tmp_pa
                           env=run_env, capture_output=True, text=True, timeout=300)
   assert helped.returncode != 0 and "train.num_steps" in helped.stderr
   assert open(scan, "rb").read() == before  # Never the input.
+
+
+def test_a_missing_gpu_is_one_line(tmp_path):
+  if shutil.which("nvidia-smi"):
+    pytest.skip("this machine has a GPU (nvidia-smi is on PATH)")
+  scan = phantoms.thick_slice_volume(tmp_path / "scan.nii.gz")
+  done = subprocess.run([sys.executable, "-m", "clade_jax.cli", "sr", scan, "--out",
+                         str(tmp_path / "out"), "--device", "gpu"], env=env(),
+                        capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2
+  assert done.stderr.strip().count("\n") == 0 and "--device cpu" in done.stderr

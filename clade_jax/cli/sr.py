@@ -145,12 +145,22 @@ def main(argv=None) -> int:
   if not found:
     print("clade-jax sr: this shard has no scans")
     return 0
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    device = jax.devices()[0]
+  except (RuntimeError, AssertionError) as e:  # --device gpu, no GPU (or no jax[cuda]).
+    why = " ".join(str(e).split())[:200]
+    print(f"clade-jax sr: error: --device {args.device}: JAX finds no such device"
+          f"{f' ({why})' if why else ''}; install clade-jax[cuda] on a GPU machine, or use "
+          "--device cpu", file=sys.stderr)
+    return 2
   compilation_cache.enable(None)
   os.makedirs(args.out, exist_ok=True)
   datasets = [i for i in args.inputs if os.path.isdir(i) and scans.is_bids_dataset(i)]
   if datasets:
     scans.write_dataset_description(args.out, datasets)
-  print(f"{len(found)} scan(s) -> {args.out} ({args.method}, {args.budget} budget)")
+  print(f"{len(found)} scan(s) -> {args.out} ({args.method}, {args.budget} budget, on "
+        f"{device.platform.upper()}: {device.device_kind})")
   run = cohort.run_shared if args.shared_model else cohort.run
   try:
     rows = run(found, args.out, options, summary_name=summary, on_row=_say)
