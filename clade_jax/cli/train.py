@@ -10,7 +10,7 @@ again.
 
 Several processes (hosts, or one per GPU): start the same command in each with
 --multihost (SLURM, Cloud TPU: nothing else), or with --coordinator_address=HOST:PORT
---num_processes=N --process_id=I; README.md has the recipes.
+--num_processes=N --process_id=I; docs/scale-out.md has the recipes.
 """
 
 import os
