@@ -83,7 +83,8 @@ def slice_dataset(spec: SeriesSpec, k: int, series_uid: str, study_uid: str,
   ds.SeriesNumber = 3
   ds.AcquisitionNumber = 1
   ds.InstanceNumber = instance
-  ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime = "20260101", "120000", "20260101", "120000"
+  ds.StudyDate = ds.SeriesDate = "20260101"
+  ds.StudyTime = ds.SeriesTime = "120000"
   ds.AcquisitionTime = "120000"
   ds.PatientName, ds.PatientID = "Phantom^Test", "0001"
   ds.Manufacturer = "pydicom"

@@ -168,6 +168,17 @@ def test_dicom_is_recognised_by_content_and_other_files_are_skipped(tmp_path):
   assert not dicom.is_series_dir(tmp_path / "s" / "README")
 
 
+def test_each_slice_keeps_its_own_rescale(tmp_path):
+  spec = SPECS["axial"]
+  paths = series_lib.write_series(spec, tmp_path, np.random.default_rng(4))
+  def rescale(ds):
+    ds.RescaleSlope, ds.RescaleIntercept = "2.5", "7"
+  _edit(paths[4], rescale)
+  expected = spec.physical
+  expected[:, :, 4] = spec.raw[:, :, 4] * 2.5 + 7
+  np.testing.assert_array_equal(dicom.load_series(tmp_path).volume.data, expected)
+
+
 def test_write_nifti_round_trips_volume_and_thickness(series_dirs, tmp_path):
   spec = SPECS["oblique"]
   series = dicom.load_series(series_dirs / "oblique")
@@ -218,6 +229,12 @@ def _varying_orientation(folder, rng):
                                  [f"{v:.8f}" for v in (*tilted[:, 0], *tilted[:, 1])]))
 
 
+def _sheared_orientation(folder, rng):
+  for path in series_lib.write_series(_small_spec(), folder, rng).values():
+    _edit(path, lambda ds: setattr(ds, "ImageOrientationPatient",
+                                   ["1", "0", "0", "0.1", "0.99498744", "0"]))
+
+
 def _varying_pixel_spacing(folder, rng):
   path = series_lib.write_series(_small_spec(), folder, rng)[1]
   _edit(path, lambda ds: setattr(ds, "PixelSpacing", ["0.9", "1.2"]))
@@ -245,6 +262,16 @@ def _compressed(folder, rng):
     ds["PixelData"].VR = "OB"
   for path in series_lib.write_series(_small_spec(), folder, rng).values():
     _edit(path, to_jpeg_ls)
+
+
+def _truncated_file(cut):
+  def make(folder, rng):
+    path = series_lib.write_series(_small_spec(), folder, rng)[3]  # the last slice
+    with open(path, "rb") as f:
+      head = f.read()[:cut]
+    with open(path, "wb") as f:
+      f.write(head)
+  return make
 
 
 def _no_dicom(folder, rng):
@@ -281,10 +308,15 @@ def dataclasses_replace(spec, **changes):
                       "smallest step is 4 mm", "missing slice"]),
     (_duplicate_positions, ["8 images at only 4 slice positions", "one 3D volume per folder"]),
     (_varying_orientation, ["different orientations", "one stack of parallel slices"]),
+    (_sheared_orientation, ["is not two perpendicular unit vectors"]),
     (_varying_pixel_spacing, ["different pixel spacings", "[0.9, 1.2]"]),
     (_varying_size, ["different sizes", "5x5", "5x6"]),
     (_gantry_tilt, ["shifted within their plane", "gantry tilt"]),
     (_compressed, ["JPEG-LS Lossless", "no decoder", "pylibjpeg", "gdcm"]),
+    (_truncated_file(150), ["without pixel data (truncated?)"]),  # inside the file meta
+    (_truncated_file(600), ["without pixel data (truncated?)"]),
+    (_truncated_file(-100), ["without pixel data (truncated?)"]),  # inside the pixels' tag
+    (_truncated_file(-10), ["cannot decode the pixels of", "less than expected"]),
     (_no_dicom, ["no DICOM image files"]),
     (_single_slice, ["only one slice"]),
     (_legacy_multi_frame, ["enhanced.dcm holds 4 frames without per-frame positions",

@@ -25,7 +25,6 @@ import os
 
 import numpy as np
 import pydicom
-from pydicom import errors as pydicom_errors
 from pydicom import uid as uid_lib
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
@@ -34,9 +33,6 @@ from clade_jax import atomic
 from clade_jax.data import acquisition
 from clade_jax.data import volume as volume_lib
 from clade_jax.data.volume import VolumeError
-
-# DICOMDIR index files: DICOM, but no image.
-_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
 
 # Geometry tolerances. DICOM stores positions as decimal strings of up to 16 characters,
 # so real series agree far better than these; anything beyond them is a real difference.
@@ -128,18 +124,22 @@ def _read_headers(folder: str) -> list[pydicom.Dataset]:
     try:
       # Large elements (the pixels) are read from the file only when accessed.
       ds = pydicom.dcmread(path, force=True, defer_size="64 KB")
-    except (OSError, EOFError, ValueError, pydicom_errors.InvalidDicomError) as e:
+    except Exception as e:  # pylint: disable=broad-except  # a truncated or corrupt file
       raise VolumeError(f"{folder}: cannot read DICOM file {os.path.basename(path)} "
-                        f"({type(e).__name__}: {e})") from None
-    sop_class = ds.get("SOPClassUID", getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))
-    if str(sop_class) == _MEDIA_DIRECTORY or "PixelData" not in ds:
-      continue  # a DICOMDIR, a structured report, a presentation state...
-    ds.filename = path
-    datasets.append(ds)
+                        f"({type(e).__name__}: {e}); remove or replace it") from None
+    sop_class = uid_lib.UID(str(ds.get(
+        "SOPClassUID", getattr(ds.file_meta, "MediaStorageSOPClassUID", ""))))
+    if "PixelData" in ds:
+      datasets.append(ds)
+    elif not sop_class or "Image Storage" in sop_class.name or "Rows" in ds:
+      # An image whose pixels are missing: a truncated copy, not an object to skip.
+      raise VolumeError(f"{folder}: {os.path.basename(path)} is an image file without pixel "
+                        f"data (truncated?); copy it again or remove it")
+    # Otherwise a DICOMDIR, a structured report, a presentation state...: skipped.
   return datasets
 
 
-def _one_series(folder: str, datasets: list[pydicom.Dataset]) -> list[pydicom.Dataset]:
+def _check_one_series(folder: str, datasets: list[pydicom.Dataset]) -> None:
   by_series = collections.defaultdict(list)
   for ds in datasets:
     by_series[str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>"))].append(ds)
@@ -149,11 +149,11 @@ def _one_series(folder: str, datasets: list[pydicom.Dataset]) -> list[pydicom.Da
         f"{len(group)} images)" for uid, group in sorted(by_series.items()))
     raise VolumeError(f"{folder}: holds {len(by_series)} DICOM series ({listing}); put each "
                       f"series in its own folder")
-  return datasets
 
 
 def _check_transfer_syntax(folder: str, ds: pydicom.Dataset) -> str:
-  syntax = uid_lib.UID(str(getattr(ds.file_meta, "TransferSyntaxUID", uid_lib.ImplicitVRLittleEndian)))
+  syntax = uid_lib.UID(str(getattr(ds.file_meta, "TransferSyntaxUID",
+                                   uid_lib.ImplicitVRLittleEndian)))
   if not syntax.is_compressed:
     return str(syntax)
   try:
@@ -273,6 +273,12 @@ def _geometry(folder: str, slices: list[_Slice]):
                         f"{s.shape[1]}, {first.name}: {first.shape[0]}x{first.shape[1]}); "
                         f"put one series per folder")
   row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+  if (abs(np.linalg.norm(row_dir) - 1) > _ORIENTATION_TOLERANCE
+      or abs(np.linalg.norm(col_dir) - 1) > _ORIENTATION_TOLERANCE
+      or abs(row_dir @ col_dir) > _ORIENTATION_TOLERANCE):
+    raise VolumeError(f"{folder}: ImageOrientationPatient {first.orientation.tolist()} of "
+                      f"{first.name} is not two perpendicular unit vectors; the header is "
+                      f"corrupt")
   normal = np.cross(row_dir, col_dir)
   positions = np.stack([s.position for s in slices])
   along = positions @ normal
@@ -350,7 +356,11 @@ def load_series(folder: str | os.PathLike) -> DicomSeries:
   if not os.path.isdir(folder):
     raise VolumeError(f"{folder}: not a folder (a DICOM series is read from the folder "
                       f"holding its files)")
-  datasets = _one_series(folder, _read_headers(folder))
+  try:
+    datasets = _read_headers(folder)
+  except OSError as e:
+    raise VolumeError(f"{folder}: cannot list the folder ({e.strerror})") from None
+  _check_one_series(folder, datasets)
   if not datasets:
     raise VolumeError(f"{folder}: no DICOM image files found; point to the folder holding "
                       f"the series' files")
