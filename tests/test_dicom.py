@@ -235,6 +235,17 @@ def _sheared_orientation(folder, rng):
                                    ["1", "0", "0", "0.1", "0.99498744", "0"]))
 
 
+def _corrupt_rescale_slope(folder, rng):
+  """A slope pydicom cannot parse (patched in the bytes: pydicom refuses to write it)."""
+  path = series_lib.write_series(_small_spec(), folder, rng)[1]
+  with open(path, "rb") as f:
+    data = f.read()
+  element = b"\x28\x00\x53\x10DS\x02\x00"  # (0028,1053) RescaleSlope, DS, 2 bytes
+  assert data.count(element + b"1 ") == 1
+  with open(path, "wb") as f:
+    f.write(data.replace(element + b"1 ", element + b"x "))
+
+
 def _varying_pixel_spacing(folder, rng):
   path = series_lib.write_series(_small_spec(), folder, rng)[1]
   _edit(path, lambda ds: setattr(ds, "PixelSpacing", ["0.9", "1.2"]))
@@ -309,6 +320,7 @@ def dataclasses_replace(spec, **changes):
     (_duplicate_positions, ["8 images at only 4 slice positions", "one 3D volume per folder"]),
     (_varying_orientation, ["different orientations", "one stack of parallel slices"]),
     (_sheared_orientation, ["is not two perpendicular unit vectors"]),
+    (_corrupt_rescale_slope, ["has a RescaleSlope that is not a number ('x')"]),
     (_varying_pixel_spacing, ["different pixel spacings", "[0.9, 1.2]"]),
     (_varying_size, ["different sizes", "5x5", "5x6"]),
     (_gantry_tilt, ["shifted within their plane", "gantry tilt"]),

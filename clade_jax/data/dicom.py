@@ -186,12 +186,20 @@ class _Slice:
   intercept: float
 
 
+def _float(folder: str, name: str, keyword: str, value) -> float:
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    raise VolumeError(f"{folder}: {name} has a {keyword} that is not a number ({value!r}); "
+                      f"the header is corrupt") from None
+
+
 def _vector(folder: str, name: str, value, keyword: str, size: int) -> np.ndarray:
-  if value is None or len(value) != size:
+  if not isinstance(value, (MultiValue, list, tuple)) or len(value) != size:
     raise VolumeError(
         f"{folder}: {name} has no usable {keyword} ({value!r}); the series has no 3D "
         f"geometry (a localizer, a screen capture?): use a 3D series")
-  return np.asarray([float(v) for v in value], np.float64)
+  return np.asarray([_float(folder, name, keyword, v) for v in value], np.float64)
 
 
 def _functional_group(ds: pydicom.Dataset, frame: int, sequence: str, keyword: str):
@@ -202,10 +210,6 @@ def _functional_group(ds: pydicom.Dataset, frame: int, sequence: str, keyword: s
     if items and keyword in items[0]:
       return items[0].get(keyword)
   return ds.get(keyword)  # some writers keep it at the top level
-
-
-def _number(value, default: float | None) -> float | None:
-  return default if value is None or value == "" else float(value)
 
 
 def _slices(folder: str, ds: pydicom.Dataset) -> list[_Slice]:
@@ -230,7 +234,12 @@ def _slices(folder: str, ds: pydicom.Dataset) -> list[_Slice]:
                     ("PlanePositionSequence", "ImagePositionPatient", 3),
                     ("PlaneOrientationSequence", "ImageOrientationPatient", 6),
                     ("PixelMeasuresSequence", "PixelSpacing", 2))}
-    thickness = _number(attribute(frame, "PixelMeasuresSequence", "SliceThickness"), None)
+    def number(sequence, keyword, default, frame=frame, frame_name=frame_name):
+      value = attribute(frame, sequence, keyword)
+      empty = value is None or value == ""
+      return default if empty else _float(folder, frame_name, keyword, value)
+
+    thickness = number("PixelMeasuresSequence", "SliceThickness", None)
     slices.append(_Slice(
         name=frame_name, dataset=ds, frame=frame,
         position=geometry["ImagePositionPatient"],
@@ -238,9 +247,8 @@ def _slices(folder: str, ds: pydicom.Dataset) -> list[_Slice]:
         pixel_spacing=geometry["PixelSpacing"],
         shape=(int(ds.Rows), int(ds.Columns)),
         thickness=thickness if thickness and thickness > 0 else None,
-        slope=_number(attribute(frame, "PixelValueTransformationSequence", "RescaleSlope"), 1.0),
-        intercept=_number(
-            attribute(frame, "PixelValueTransformationSequence", "RescaleIntercept"), 0.0)))
+        slope=number("PixelValueTransformationSequence", "RescaleSlope", 1.0),
+        intercept=number("PixelValueTransformationSequence", "RescaleIntercept", 0.0)))
   return slices
 
 
