@@ -5,6 +5,7 @@ random file order under random names; the reader must give back the volume, its 
 geometry and its slice thickness, and agree with dcm2niix voxel for voxel in world space.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -293,7 +294,7 @@ def _no_dicom(folder, rng):
 
 def _single_slice(folder, rng):
   spec = _small_spec()
-  series_lib.write_series(dataclasses_replace(spec, raw=spec.raw[:, :, :1]), folder, rng)
+  series_lib.write_series(dataclasses.replace(spec, raw=spec.raw[:, :, :1]), folder, rng)
 
 
 def _legacy_multi_frame(folder, rng):
@@ -305,11 +306,6 @@ def _legacy_multi_frame(folder, rng):
   ds.PixelData = np.ascontiguousarray(spec.raw.transpose(2, 1, 0)).tobytes()
   os.makedirs(folder)
   ds.save_as(folder / "enhanced.dcm", enforce_file_format=True)
-
-
-def dataclasses_replace(spec, **changes):
-  import dataclasses  # pylint: disable=import-outside-toplevel
-  return dataclasses.replace(spec, **changes)
 
 
 @pytest.mark.parametrize("make, expected", [
