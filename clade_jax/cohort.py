@@ -138,16 +138,7 @@ def apply_overrides(config, overrides) -> None:
     node = config
     for group in groups:
       node = node[group]
-    with node.unlocked() if hasattr(node, "unlocked") else _nothing():
-      node[leaf] = _parse_value(text, fields[field], field)
-
-
-class _nothing:  # pylint: disable=invalid-name
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
+    node[leaf] = _parse_value(text, fields[field], field)
 
 
 def base_config(method: str, budget: str):
@@ -216,7 +207,7 @@ def choose_profile(options: Options, metadata=None, spacing_mm: float | None = N
     said.append(f"thickness {thickness:g} mm from --slice-thickness")
   elif metadata is not None and metadata.thickness_mm is not None:
     thickness = metadata.thickness_mm
-    said.append(f"thickness {thickness:g} mm from {metadata.source}")
+    said.append(f"thickness {thickness:g} mm from {metadata.thickness_source}")
   if metadata is not None and metadata.spacing_mm is not None:
     spacing_mm = metadata.spacing_mm
   if shape is not None:

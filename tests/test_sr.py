@@ -102,7 +102,8 @@ def test_shards_partition_the_scans():
 
 def test_profile_comes_from_the_command_line_then_metadata_then_the_default():
   from clade_jax.data import acquisition
-  meta = acquisition.SliceMetadata(thickness_mm=3.0, spacing_mm=4.0, source="scan.json")
+  meta = acquisition.SliceMetadata(thickness_mm=3.0, spacing_mm=4.0,
+                                   thickness_source="scan.json: SliceThickness")
   default = cohort.choose_profile(cohort.Options(), None)
   assert (default.shape, default.thickness_mm) == (None, None)
   assert "no slice metadata" in default.source
@@ -303,3 +304,33 @@ def test_a_missing_gpu_is_one_line(tmp_path):
                         capture_output=True, text=True, timeout=120)
   assert done.returncode == 2
   assert done.stderr.strip().count("\n") == 0 and "--device cpu" in done.stderr
+
+
+def test_a_dicom_series_is_converted_once_and_its_header_gives_the_profile(tmp_path):
+  from clade_jax.data import dicom
+  from tests import dicom_series
+  body = phantoms.body_phantom((40, 40, 40), seed=2)[:, :, ::4]  # 10 slices, 4 mm apart.
+  spec = dicom_series.SeriesSpec(raw=np.round(body * 1000).astype(np.uint16),
+                                 row_dir=(1.0, 0.0, 0.0), col_dir=(0.0, 1.0, 0.0),
+                                 pixel_spacing=(1.0, 1.0), spacing=4.0, thickness=3.0)
+  cohort_dir = tmp_path / "cohort"
+  dicom_series.write_series(spec, cohort_dir / "t1_series", np.random.default_rng(0))
+  phantoms.thick_slice_volume(cohort_dir / "other.nii.gz", seed=1)
+  out = tmp_path / "out"
+  found = scans.find([str(cohort_dir)], str(out))
+  assert sorted((s.name, s.kind) for s in found) == [("other", "nifti"), ("t1_series", "dicom")]
+  assert cli.main(["sr", str(cohort_dir / "t1_series"), "--out", str(out), "--no-progress",
+                   *tiny()]) == 0
+  sidecar = json.loads((out / "t1_series_sr.json").read_text())
+  profile = sidecar["inference"]["slice_profile"]
+  assert (profile["shape"], profile["thickness_mm"], profile["spacing_mm"]) == ("rect", 3.0, 4.0)
+  assert "SliceThickness" in profile["source"]
+  assert sidecar["inference"]["dicom"]["Modality"] == "MR"
+  series = dicom.load_series(str(cohort_dir / "t1_series"))
+  shape, affine = volume_lib.isotropic_geometry(series.volume.data.shape, series.volume.affine,
+                                                thick_axis=2)[:2]
+  image = nib.load(out / "t1_series_sr.nii.gz")
+  assert image.shape == tuple(shape)
+  np.testing.assert_allclose(image.affine, affine, atol=1e-4)
+  converted = out / cohort.WORK_FOLDER / "t1_series" / "input.nii.gz"
+  np.testing.assert_array_equal(nib.load(converted).get_fdata(), series.volume.data)

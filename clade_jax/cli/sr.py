@@ -160,7 +160,8 @@ def main(argv=None) -> int:
   if datasets:
     scans.write_dataset_description(args.out, datasets)
   print(f"{len(found)} scan(s) -> {args.out} ({args.method}, {args.budget} budget, on "
-        f"{device.platform.upper()}: {device.device_kind})")
+        f"{device.platform.upper()}"
+        f"{'' if device.device_kind == device.platform else ': ' + device.device_kind})")
   run = cohort.run_shared if args.shared_model else cohort.run
   try:
     rows = run(found, args.out, options, summary_name=summary, on_row=_say)
