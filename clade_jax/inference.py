@@ -31,6 +31,7 @@ from clade_jax import methods
 from clade_jax import plotting
 from clade_jax import provenance
 from clade_jax import qc_maps as qc_maps_lib
+from clade_jax import report as report_lib
 from clade_jax.data import consistency
 from clade_jax.data import intensity
 from clade_jax.data import patches
@@ -367,10 +368,9 @@ def run(
     map_files = write_qc_maps(source, prepared, output, output_path, config.data)
   report_file = None
   if report and write:
-    from clade_jax import report as report_lib  # pylint: disable=g-import-not-at-top
     report_file = report_lib.report_paths(output_path)[0]
     report_lib.write_scan_report(
-        report_file, nearest=nearest_upsampled(source, prepared), cubic=prepared.isotropic,
+        report_file, acquired=(source.data, source.affine), cubic=prepared.isotropic,
         output=output, affine=prepared.affine, sidecar=info,
         title=os.path.basename(output_path), seconds=seconds,
         slice_spacing=prepared.slice_spacing, figure=figure_file, qc_map_files=map_files)

@@ -143,27 +143,37 @@ def test_scan_page_states_the_sidecar_facts(stub_run):
     assert os.path.getsize(os.path.join(folder, asset)) > 0, asset
 
 
-def test_display_volumes_keep_the_end_voxel_centres():
-  affine = test_inference.oblique_affine([1.0, 1.0, 1.0])
-  shape, small = report.display_grid((400, 200, 100), affine, max_dim=100)
-  assert shape == (100, 50, 25)
-  for corner in [(0, 0, 0), (399, 199, 99)]:
-    scaled = [c * (m - 1) / (n - 1) for c, n, m in zip(corner, (400, 200, 100), shape)]
+def test_display_volumes_keep_the_end_voxel_centres_and_the_thick_axis():
+  affine = test_inference.oblique_affine([1.0, 1.0, 6.0])
+  shape, small = report.display_grid((400, 200, 30), affine, max_dim=100)
+  # Field of view 400 mm over 100 voxels: 4 mm, but the 6 mm axis stays as it is.
+  assert shape == (101, 51, 30)
+  np.testing.assert_allclose(np.linalg.norm(small[:3, :3], axis=0), [399 / 100, 199 / 50, 6.0])
+  for corner in [(0, 0, 0), (399, 199, 29)]:
+    scaled = [c * (m - 1) / (n - 1) for c, n, m in zip(corner, (400, 200, 30), shape)]
     np.testing.assert_allclose(small @ [*scaled, 1], affine @ [*corner, 1], atol=1e-9)
-  data = np.random.default_rng(0).normal(size=(400, 200, 100)).astype(np.float32)
+  data = np.random.default_rng(0).normal(size=(400, 200, 30)).astype(np.float32)
   reduced = report.to_display(data, shape)
   assert reduced.shape == shape
   assert reduced[0, 0, 0] == data[0, 0, 0] and reduced[-1, -1, -1] == data[-1, -1, -1]
+  # Linear interpolation is exact on a linear ramp: voxel i samples index i * step.
+  ramp = np.add.outer(np.add.outer(np.arange(400) * 1.0, np.arange(200) * 3.0), np.arange(30) * 7.0)
+  i, j, k = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+  np.testing.assert_allclose(report.to_display(ramp, shape),
+                             i * 399 / 100 + j * 3.0 * 199 / 50 + k * 7.0, atol=1e-3)
 
 
-def test_embedded_volume_round_trips_within_its_int16_step(tmp_path):
-  data = np.random.default_rng(1).uniform(-3.5, 812.25, size=(6, 5, 4)).astype(np.float32)
-  scaling = report._int16_scaling(float(data.min()), float(data.max()))
-  encoded = report.encode_nifti(data, np.eye(4), scaling)
+@pytest.mark.parametrize("kind", ["ct", "mri"])
+def test_embedded_volume_round_trips_within_its_step(kind):
+  rng = np.random.default_rng(1)
+  data = (rng.integers(-1024, 3000, size=(6, 5, 4)) if kind == "ct"
+          else rng.uniform(-3.5, 812.25, size=(6, 5, 4))).astype(np.float32)
+  storage = report.grey_storage(float(data.min()), float(data.max()), kind)
+  encoded = report.encode_nifti(data, np.eye(4), storage)
   import base64, gzip  # pylint: disable=g-import-not-at-top,multiple-imports
   image = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(encoded)))
-  assert image.get_data_dtype() == np.int16
-  np.testing.assert_allclose(image.get_fdata(), data, atol=scaling[0] / 2 + 1e-6)
+  assert image.get_data_dtype() == (np.int16 if kind == "ct" else np.uint8)
+  np.testing.assert_allclose(image.get_fdata(), data, atol=storage[1] / 2 + 1e-4)
 
 
 class _Links(html.parser.HTMLParser):
@@ -182,7 +192,8 @@ def test_cohort_index_links_every_page(tmp_path):
   for i, name in enumerate(["sub-01", "sub-02", "sub-03"]):
     cubic = rng.normal(100, 10, size=(10, 9, 8)).astype(np.float32)
     page = str(tmp_path / "scans" / f"{name}_report.html")
-    report.write_scan_report(page, nearest=cubic, cubic=cubic, output=cubic + 1,
+    report.write_scan_report(page, acquired=(cubic[:, :, ::2], np.diag([1, 1, 2, 1])),
+                             cubic=cubic, output=cubic + 1,
                              affine=np.eye(4), sidecar={"inference": {"step": 5}},
                              title=name, seconds=10.0 + i)
     rows.append({"name": name, "status": "done", "seconds": 10.0 + i, "residual": 0.01,

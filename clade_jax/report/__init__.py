@@ -38,10 +38,10 @@ from clade_jax import atomic
 from clade_jax import display
 from clade_jax import qc_maps
 
-# Longest axis of the displayed volumes, in voxels: 192 keeps a 256 mm head at
-# 1.33 mm (finer than the ~1.5 mm a reader needs to judge the added detail) and a
-# page of four volumes at a few MB.
-DISPLAY_MAX_DIM = 192
+# Longest field of view of the displayed volumes, in voxels: 176 keeps a 256 mm head at
+# 1.45 mm (the ~1.5 mm a reader needs to judge the added detail) and a page of a
+# 256^3 scan at a few MB. Axes already coarser (the acquired slices) keep their voxels.
+DISPLAY_MAX_DIM = 176
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _VENDOR = os.path.join(_HERE, "vendor")
 _ASSETS = ("vendor/niivue.umd.js", "vendor/LICENSE", "vendor/LICENSES-bundled.txt",
@@ -65,19 +65,22 @@ def report_paths(output_path: str) -> tuple[str, str]:
 
 
 def display_grid(shape, affine: np.ndarray, max_dim: int = DISPLAY_MAX_DIM):
-  """The grid volumes are shown on: ``(shape, affine)``, at most ``max_dim`` per axis.
+  """The grid a volume is shown on: ``(shape, affine)``, no finer than the field of
+  view over ``max_dim``.
 
-  Voxel centres at both ends of every axis stay where they are (the grid is the same
-  field of view, resampled), so the display volumes overlay the output exactly.
+  Axes finer than that spacing are resampled to it, coarser ones (the thick axis of
+  an acquisition) are kept; voxel centres at both ends of every axis stay where they
+  are, so the display volume overlays the original exactly.
   """
   shape = tuple(int(n) for n in shape)
-  scale = max(shape) / max_dim
-  if scale <= 1:
-    return shape, np.asarray(affine, np.float64)
-  new_shape = tuple(max(2, int(round(n / scale))) for n in shape)
+  affine = np.asarray(affine, np.float64)
+  spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+  target = max(n * s for n, s in zip(shape, spacing)) / max_dim
+  new_shape = tuple(n if s >= target or n < 3 else max(2, int(round((n - 1) * s / target)) + 1)
+                    for n, s in zip(shape, spacing))
   step = [(n - 1) / (m - 1) if m > 1 else 1.0 for n, m in zip(shape, new_shape)]
-  new_affine = np.array(affine, np.float64)
-  new_affine[:3, :3] = new_affine[:3, :3] @ np.diag(step)
+  new_affine = affine.copy()
+  new_affine[:3, :3] = affine[:3, :3] @ np.diag(step)
   return new_shape, new_affine
 
 
@@ -92,20 +95,25 @@ def to_display(data: np.ndarray, shape, order: int = 1) -> np.ndarray:
                                   mode="nearest")
 
 
-def _int16_scaling(lo: float, hi: float) -> tuple[float, float]:
-  """(slope, intercept) mapping int16 onto [lo, hi]; slope 1 for integer data that fits."""
-  if float(lo).is_integer() and float(hi).is_integer() and -32768 <= lo and hi <= 32767:
-    return 1.0, 0.0
-  span = max(hi - lo, 1e-12)
-  slope = span / 65000.0
-  return slope, (lo + hi) / 2
+def grey_storage(lo: float, hi: float, kind: str) -> tuple[type, float, float]:
+  """(dtype, slope, intercept) of the displayed grey volumes (``value = slope * q + inter``).
+
+  CT keeps whole HU in int16 (-1024..3071 at 1 HU), so the brain and bone presets both
+  work from one file. MRI gets 255 levels over [lo, hi] in uint8, finer than any
+  display shows and half the size of int16 once compressed (the low bits of noisy
+  float data do not compress).
+  """
+  if kind == "ct":
+    return np.int16, 1.0, 0.0
+  return np.uint8, max(hi - lo, 1e-12) / 255.0, lo
 
 
-def encode_nifti(data: np.ndarray, affine: np.ndarray, scaling: tuple[float, float]) -> str:
-  """Base64 of a gzipped int16 NIfTI of ``data`` (``value = slope * int + inter``)."""
-  slope, inter = scaling
-  stored = np.clip(np.rint((np.asarray(data, np.float64) - inter) / slope), -32768, 32767)
-  image = nib.Nifti1Image(stored.astype(np.int16), affine)
+def encode_nifti(data: np.ndarray, affine: np.ndarray, storage: tuple[type, float, float]) -> str:
+  """Base64 of a gzipped NIfTI of ``data`` stored as ``storage`` (`grey_storage`)."""
+  dtype, slope, inter = storage
+  info = np.iinfo(dtype)
+  stored = np.clip(np.rint((np.asarray(data, np.float64) - inter) / slope), info.min, info.max)
+  image = nib.Nifti1Image(stored.astype(dtype), affine)
   image.header.set_slope_inter(slope, inter)
   image.set_qform(affine, code=1)
   image.set_sform(affine, code=1)
@@ -121,12 +129,14 @@ class Panel:
     volume: key into the page's volumes (the grey image).
     overlay: key of a signed map drawn over it in warm/cold colours, or None.
     note: a short line under the title.
+    nearest: show voxels as blocks (no interpolation), e.g. the acquired slices.
   """
 
   title: str
   volume: str
   overlay: str | None = None
   note: str = ""
+  nearest: bool = False  # nearest-neighbour display: the acquired slices as they are
 
 
 # ------------------------------------------------------------------------ HTML
@@ -208,20 +218,21 @@ def _copy_assets(folder: str) -> None:
     shutil.copyfile(os.path.join(_HERE, name), os.path.join(folder, name))
 
 
-def write_page(html_path: str, *, title: str, subtitle: str, volumes: dict[str, np.ndarray],
-               affine: np.ndarray, panels: list[Panel], facts_html: str = "",
+def write_page(html_path: str, *, title: str, subtitle: str, volumes: dict,
+               affine: np.ndarray | None, panels: list[Panel], facts_html: str = "",
                windows: list[tuple[str, tuple[float, float]]] | None = None,
                overlay_max: float | None = None, figures: list[str] = ()) -> str:
-  """Writes a page of linked viewers (and its asset folder) for volumes on one grid.
+  """Writes a page of linked viewers (and its asset folder).
 
   Args:
     html_path: the page; its assets go to the folder of the same name without
       ``.html`` (``x_report.html`` -> ``x_report/``).
     title, subtitle: the header.
-    volumes: name -> 3D array, all on the grid of ``affine`` (reduced here to
-      `DISPLAY_MAX_DIM`); grey volumes share one int16 scaling, so one window fits all;
-      overlays (names used as `Panel.overlay`) get their own.
-    affine: their voxel-to-world affine.
+    volumes: name -> 3D array on the grid of ``affine``, or ``(array, its affine)``
+      for a volume on another grid (e.g. the acquired slices); each is reduced to its
+      `display_grid`. Grey volumes share one storage (`grey_storage`), so one window
+      fits all; overlays (names used as `Panel.overlay`) get a signed uint8 scale.
+    affine: the voxel-to-world affine of the plain arrays.
     panels: the viewers, in order.
     facts_html: HTML of the facts section(s), placed after the viewers.
     windows: display windows, the default first; default `display.windows` of the
@@ -236,27 +247,31 @@ def write_page(html_path: str, *, title: str, subtitle: str, volumes: dict[str, 
   html_path = os.fspath(html_path)
   folder = html_path[:-5] if html_path.endswith(".html") else html_path + "_files"
   overlays = {p.overlay for p in panels if p.overlay}
-  first = volumes[panels[0].volume]
-  windows = windows or display.windows(first)
-  shape, disp_affine = display_grid(next(iter(volumes.values())).shape, affine)
-  reduced = {name: to_display(data, shape) for name, data in volumes.items()}
-  greys = [v for n, v in reduced.items() if n not in overlays]
-  grey_scaling = _int16_scaling(float(min(v.min() for v in greys)),
-                                float(max(v.max() for v in greys)))
+  grids = {n: (v if isinstance(v, tuple) else (v, affine)) for n, v in volumes.items()}
+  reduced = {}
+  for name, (data, grid_affine) in grids.items():
+    shape, disp_affine = display_grid(np.shape(data), grid_affine)
+    reduced[name] = (to_display(data, shape), disp_affine)
+  first = reduced[panels[0].volume][0]
+  kind = display.modality(first)
+  windows = windows or display.windows(first, kind)
+  greys = [v for n, (v, _) in reduced.items() if n not in overlays]
+  lo = min(min(float(v.min()) for v in greys), min(w[0] for _, w in windows))
+  hi = max(float(np.percentile(first, 99.9)), max(w[1] for _, w in windows))
+  storage = {n: grey_storage(lo, hi, kind) for n in reduced if n not in overlays}
   if overlays:
-    values = np.concatenate([np.abs(reduced[n]).ravel() for n in overlays])
+    values = np.concatenate([np.abs(reduced[n][0]).ravel() for n in overlays])
     if overlay_max is None:
       overlay_max = float(np.percentile(values, 99.5)) or float(values.max()) or 1.0
-    limit = float(values.max()) or 1.0
-    overlay_scaling = (max(limit, overlay_max) / 32000.0, 0.0)
-  encoded = {n: encode_nifti(v, disp_affine, overlay_scaling if n in overlays else grey_scaling)
-             for n, v in reduced.items()}
+    # Signed values in uint8, 128 = 0: +-127 steps up to the colour scale's end.
+    storage |= {n: (np.uint8, overlay_max / 127.0, -128 * overlay_max / 127.0) for n in overlays}
+  encoded = {n: encode_nifti(v, a, storage[n]) for n, (v, a) in reduced.items()}
   span = windows[0][1][1] - windows[0][1][0]
   config = {
       "volumes": encoded,
       "windows": [{"name": n, "lo": lo, "hi": hi} for n, (lo, hi) in windows],
-      "panels": [{"canvas": f"viewer{i}", "volume": p.volume, "overlay": p.overlay}
-                 for i, p in enumerate(panels)],
+      "panels": [{"canvas": f"viewer{i}", "volume": p.volume, "overlay": p.overlay,
+                  "nearest": p.nearest} for i, p in enumerate(panels)],
       "overlay_scale": ({"threshold": min(_OVERLAY_THRESHOLD * span, 0.5 * overlay_max),
                          "max": overlay_max} if overlays else None),
   }
@@ -264,6 +279,8 @@ def write_page(html_path: str, *, title: str, subtitle: str, volumes: dict[str, 
   _write_text(os.path.join(folder, "volumes.js"),
               "window.CLADE_REPORT = " + json.dumps(config) + ";\n")
   rel = os.path.basename(folder)
+  shape, disp_affine = max(((v.shape, a) for v, a in reduced.values()),
+                          key=lambda pair: np.prod(pair[0]))
   spacing = np.sqrt((disp_affine[:3, :3] ** 2).sum(axis=0))
   buttons = "".join(
       f'<button class="window-button{" active" if i == 0 else ""}" type="button">'
@@ -383,16 +400,18 @@ def scan_facts(sidecar: dict, *, seconds: float | None = None, slice_spacing: fl
   return rows
 
 
-def write_scan_report(html_path: str, *, nearest: np.ndarray, cubic: np.ndarray,
+def write_scan_report(html_path: str, *, acquired: tuple[np.ndarray, np.ndarray], cubic: np.ndarray,
                       output: np.ndarray, affine: np.ndarray, sidecar: dict, title: str,
                       seconds: float | None = None, slice_spacing: float | None = None,
                       truth_metrics: dict | None = None, figure: str | None = None,
                       qc_map_files: dict[str, str] | None = None) -> str:
-  """The QC page of one super-resolved scan (all arrays on the output grid).
+  """The QC page of one super-resolved scan (arrays but ``acquired`` on the output grid).
 
   Args:
     html_path: ``report_paths(output)[0]``.
-    nearest: the acquired slices repeated onto the output grid.
+    acquired: ``(data, affine)`` of the input scan as acquired, shown with nearest
+      neighbour interpolation (its slices as blocks), on its own grid: 1/k of the
+      voxels of the output grid for slices k times thicker.
     cubic: the cubic-spline input the methods start from.
     output: the method's output (scan units).
     affine: the output grid's affine.
@@ -422,17 +441,54 @@ def write_scan_report(html_path: str, *, nearest: np.ndarray, cubic: np.ndarray,
   facts += (f'<section id="sidecar"><details><summary>JSON sidecar</summary>'
             f"<pre>{_esc(sidecar_text)}</pre></details></section>")
   inf = sidecar.get("inference", {})
-  panels = [Panel("Input", "nearest", note="acquired slices, nearest neighbour"),
+  panels = [Panel("Input", "acquired", note="acquired slices, nearest neighbour", nearest=True),
             Panel("Input", "cubic", note="cubic spline, what the method starts from"),
             Panel("Output", "output", note=inf.get("method", "")),
             Panel("Added detail", "output", overlay="added", note="output minus cubic, over the output")]
   subtitle = (f"{inf.get('method') or sidecar.get('config', {}).get('method', '')} "
               f"step {inf.get('step', '')} \u00b7 {display.modality(cubic).upper()}")
   return write_page(html_path, title=title, subtitle=subtitle,
-                    volumes={"nearest": nearest, "cubic": cubic, "output": output,
+                    volumes={"acquired": tuple(acquired), "cubic": cubic, "output": output,
                              "added": added},
                     affine=affine, panels=panels, facts_html=facts, windows=windows,
                     figures=[figure] if figure else [])
+
+
+def resample(volume, shape, affine: np.ndarray, order: int = 1) -> np.ndarray:
+  """A `volume_lib.Volume` sampled at the voxel centres of the grid ``(shape, affine)``
+  (world coordinates; outside its field of view, its edge values)."""
+  index = np.indices(tuple(shape), dtype=np.float64).reshape(3, -1)
+  to_source = np.linalg.solve(np.asarray(volume.affine, np.float64), np.asarray(affine, np.float64))
+  coords = to_source[:3, :3] @ index + to_source[:3, 3:]
+  values = ndimage.map_coordinates(np.asarray(volume.data, np.float32), coords, order=order,
+                                   mode="nearest")
+  return values.reshape(tuple(shape)).astype(np.float32)
+
+
+def write_comparison_page(html_path: str, volumes: dict, *, title: str, subtitle: str = "",
+                          facts: list[tuple[str, str]] = (), table_html: str = "") -> str:
+  """A page of linked viewers of several volumes of one subject (``evaluate.py``).
+
+  Args:
+    html_path: the page (its folder beside it, as for `write_page`).
+    volumes: name -> `volume_lib.Volume` (any grids, e.g. the truth and each method's
+      output); all are resampled (linear, world coordinates) onto the display grid of
+      the one with the most voxels.
+    title, subtitle: the header.
+    facts: (label, HTML) rows shown under the viewers.
+    table_html: more HTML (e.g. the subject's metrics) after the facts.
+
+  Returns:
+    ``html_path``.
+  """
+  largest = max(volumes.values(), key=lambda v: np.size(v.data))
+  shape, affine = display_grid(np.shape(largest.data), largest.affine)
+  keys = {name: f"v{i}" for i, name in enumerate(volumes)}
+  arrays = {keys[name]: resample(v, shape, affine) for name, v in volumes.items()}
+  panels = [Panel(name, keys[name]) for name in volumes]
+  summary = f'<section id="summary"><h2>Summary</h2>{_facts_table(facts)}{table_html}</section>'
+  return write_page(html_path, title=title, subtitle=subtitle, volumes=arrays, affine=affine,
+                    panels=panels, facts_html=summary)
 
 
 # ----------------------------------------------------------------- cohort index

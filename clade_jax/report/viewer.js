@@ -37,6 +37,7 @@
       });
       nv.addVolume(overlay);
     }
+    if (panel.nearest) nv.setInterpolation(true);  // true: nearest neighbour
     nv.setSliceType(nv.sliceTypeMultiplanar);
     const readout = document.getElementById(panel.canvas + '-value');
     nv.onLocationChange = (where) => { readout.textContent = where.string; };
