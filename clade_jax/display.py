@@ -60,7 +60,8 @@ def windows(data: np.ndarray, kind: str | None = None) -> list[tuple[str, tuple[
   return [("robust", (float(lo), float(hi)))]
 
 
-def structure_point(image: np.ndarray, size: int, mask: np.ndarray | None = None) -> tuple[int, ...]:
+def structure_point(image: np.ndarray, size: int, mask: np.ndarray | None = None,
+                    window: tuple[float, float] | None = None) -> tuple[int, ...]:
   """Centre of the ``size``-wide window with the most local gradient energy.
 
   Where a magnified inset should go: the gradient energy (sum of squared finite
@@ -73,12 +74,19 @@ def structure_point(image: np.ndarray, size: int, mask: np.ndarray | None = None
     size: side of the window in voxels.
     mask: where the centre may lie (e.g. the foreground); default anywhere the whole
       window fits.
+    window: the display window: voxels at or beyond it (and their edges) add no
+      energy, so on a CT brain window the skull's edge does not outshine the brain.
 
   Returns:
     The centre index.
   """
   image = np.asarray(image, np.float32)
   energy = sum(np.square(np.gradient(image, axis=a)) for a in range(image.ndim))
+  if window is not None:
+    inside = (image > window[0]) & (image < window[1])
+    inside = ndimage.binary_erosion(inside, iterations=1)
+    if inside.any():
+      energy = np.where(inside, energy, 0.0)
   local = ndimage.uniform_filter(energy, size=size, mode="constant")
   allowed = np.zeros(image.shape, bool)
   half = size // 2

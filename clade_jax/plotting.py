@@ -71,8 +71,8 @@ def slice_comparison(images: dict[str, np.ndarray], path: str, *, title: str = "
     vrange = display.windows(first)[0][1]
   if inset is None:
     size = max(8, min(first.shape) // 4)
-    row, col = display.structure_point(np.clip(first, *vrange), size,
-                                       mask=display.foreground(first))
+    row, col = display.structure_point(first, size, mask=display.foreground(first),
+                                       window=vrange)
     row = int(np.clip(row - size // 2, 0, max(first.shape[0] - size, 0)))
     col = int(np.clip(col - size // 2, 0, max(first.shape[1] - size, 0)))
     inset = (row, col, size)
@@ -130,8 +130,8 @@ def orthogonal_slices(volumes: dict[str, Volume], path: str, *,
   lo, hi = window if window is not None else display.windows(first_data)[0][1]
   if view_mm is None:
     size = max(3, int(inset_fraction * min(first_data.shape)))
-    index = display.structure_point(np.clip(first_data, lo, hi), size,
-                                    mask=display.foreground(first_data))
+    index = display.structure_point(first_data, size, mask=display.foreground(first_data),
+                                    window=(lo, hi))
     view_mm = (first_affine @ np.append(index, 1.0))[:3]
   view_mm = np.asarray(view_mm, np.float64)
   # Panel rows: (title, slicing axis in RAS order, displayed x axis, displayed y axis).

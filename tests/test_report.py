@@ -300,3 +300,17 @@ def test_report_opens_from_file_url_in_headless_chromium(stub_run, tmp_path):
       raise
     finally:
       browser.close()
+
+
+def test_infer_py_report_and_qc_maps_flags(workdir, stub_run, tmp_path, capsys):
+  import infer  # pylint: disable=g-import-not-at-top
+  _, scan, _ = stub_run
+  output = str(tmp_path / "cli_sr.nii.gz")
+  real_of = inference.methods.of
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(inference.methods, "of", lambda config: _AddsABox(real_of(config)))
+    assert infer.main(["--workdir", workdir, "--input", scan, "--output", output,
+                       "--no-progress", "--no-figure", "--report", "--qc-maps"]) == 0
+  printed = capsys.readouterr().out
+  for path in [*qc_maps.paths(output).values(), report.report_paths(output)[0]]:
+    assert os.path.isfile(path) and f"wrote {path}" in printed, path
