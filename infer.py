@@ -84,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "spline input) and <output stem>_residual.nii.gz (re-acquired "
                            "output minus acquired slices, each slice's value on its nearest "
                            "output voxels), on the output's grid")
+  parser.add_argument("--truth", metavar="FILE",
+                      help="isotropic truth of the scan (a simulation's): PSNR/SSIM of the "
+                           "output and of the cubic spline in the sidecar and the report")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar")
   cluster = parser.add_argument_group(
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
         batch_size=args.batch_size, mode=args.mode, planes=args.planes,
         data_consistency=args.consistency, volume_index=args.volume_index,
         complex_mode=args.complex_mode, outside=args.outside, overwrite=args.overwrite,
-        figure=args.figure, report=args.report, qc_maps=args.qc_maps,
+        figure=args.figure, report=args.report, qc_maps=args.qc_maps, truth=args.truth,
         progress=args.progress and distributed.is_main())
   except (volume.VolumeError, checkpointing.CheckpointError, inference.UsageError) as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
@@ -161,6 +164,10 @@ def main(argv=None) -> int:
     if result.residual_after is not None:
       line += f" -> {100 * result.residual_after['rms_relative']:.2g}% after data consistency"
     print(line)
+  if result.truth_metrics is not None:
+    out, cubic = result.truth_metrics["output"], result.truth_metrics["cubic"]
+    print(f"against the truth: PSNR {out['psnr']:.2f} dB (cubic {cubic['psnr']:.2f}), "
+          f"SSIM {out['ssim']:.4f} (cubic {cubic['ssim']:.4f})")
   if result.figure:
     print(f"wrote {result.figure}")
   for path in (result.qc_maps or {}).values():

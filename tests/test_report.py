@@ -304,13 +304,30 @@ def test_report_opens_from_file_url_in_headless_chromium(stub_run, tmp_path):
 
 def test_infer_py_report_and_qc_maps_flags(workdir, stub_run, tmp_path, capsys):
   import infer  # pylint: disable=g-import-not-at-top
-  _, scan, _ = stub_run
+  _, scan, first_output = stub_run
   output = str(tmp_path / "cli_sr.nii.gz")
   real_of = inference.methods.of
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(inference.methods, "of", lambda config: _AddsABox(real_of(config)))
+    # The same stub's first output as the "truth": the output matches it exactly.
     assert infer.main(["--workdir", workdir, "--input", scan, "--output", output,
-                       "--no-progress", "--no-figure", "--report", "--qc-maps"]) == 0
+                       "--no-progress", "--no-figure", "--report", "--qc-maps",
+                       "--truth", first_output]) == 0
   printed = capsys.readouterr().out
   for path in [*qc_maps.paths(output).values(), report.report_paths(output)[0]]:
     assert os.path.isfile(path) and f"wrote {path}" in printed, path
+  assert "against the truth: PSNR inf dB" in printed and "SSIM 1.0000" in printed
+  page = open(report.report_paths(output)[0], encoding="utf-8").read()
+  assert "against the truth" in page and "SSIM 1.000 (cubic 0." in page
+
+
+def test_every_asset_a_page_copies_is_package_data():
+  """`pip install .` (not -e) ships only what setup.cfg's package_data names."""
+  import configparser  # pylint: disable=g-import-not-at-top
+  import fnmatch  # pylint: disable=g-import-not-at-top
+  parser = configparser.ConfigParser()
+  parser.read(os.path.join(REPO, "setup.cfg"))
+  patterns = [p.strip() for p in parser["options.package_data"]["clade_jax.report"].split(",")]
+  for asset in report._ASSETS:  # pylint: disable=protected-access
+    assert os.path.isfile(os.path.join(REPO, "clade_jax", "report", asset)), asset
+    assert any(fnmatch.fnmatch(asset, p) for p in patterns), asset
