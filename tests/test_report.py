@@ -137,10 +137,21 @@ def test_scan_page_states_the_sidecar_facts(stub_run):
                "intensity window", "slice residual", "data consistency off", "time",
                "versions", "jax ", os.path.basename(result.qc_maps["added"])):
     assert fact in text, fact
-  assert f"{100 * result.residual_before['rms_relative']:.2f}%" in text
+  assert f"{100 * result.residual_before['rms_relative']:.3g}%" in text
   folder = report.report_paths(result.output)[1]
   for asset in ("vendor/niivue.umd.js", "vendor/LICENSE", "viewer.js", "volumes.js"):
     assert os.path.getsize(os.path.join(folder, asset)) > 0, asset
+
+
+def test_facts_name_the_gap_between_slices_and_the_data_consistency_residual():
+  sidecar = {"config": {"method": "smore", "data": {"slice_thickness": 3.0}},
+             "inference": {"step": 7, "residual_before": {"rms_relative": 0.05,
+                                                          "max_abs_relative": 0.2},
+                           "residual_after": {"rms_relative": 1e-6, "max_abs_relative": 1e-5}}}
+  rows = dict(report.scan_facts(sidecar, slice_spacing=5.0))
+  assert rows["slice profile"] == "gaussian, thickness 3 mm, slice spacing 5 mm; gap 2 mm"
+  assert rows["slice residual"] == ("5% (max 20%) RMS of the input&#x27;s robust range; "
+                                    "after data consistency 0.0001% (max 0.001%)")
 
 
 def test_display_volumes_keep_the_end_voxel_centres_and_the_thick_axis():
@@ -282,7 +293,8 @@ def test_report_opens_from_file_url_in_headless_chromium(stub_run, tmp_path):
         pixels = np.asarray(PIL.Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
         levels.append(len(np.unique(pixels, axis=0)))
       assert min(levels) > 20, levels
-      where = "() => window.cladeViewers.map((nv) => Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3))"
+      where = ("() => window.cladeViewers.map("
+               "(nv) => Array.from(nv.frac2mm(nv.scene.crosshairPos)).slice(0, 3))")
       before = np.array(page.evaluate(where))
       box = page.locator("#viewer1").bounding_box()
       # Into the first (left) plane of the second panel, off its centre.

@@ -164,7 +164,7 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid var(--line);
          vertical-align: top; }
 th { color: var(--muted); font-weight: 600; font-size: 12px; text-transform: uppercase; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.facts th { width: 230px; text-transform: none; font-size: 13px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 14px; }
 .panel { border: 1px solid var(--line); border-radius: 4px; overflow: hidden; background: #000; }
@@ -175,13 +175,14 @@ table.facts th { width: 230px; text-transform: none; font-size: 13px; }
 .panel .value { background: #f0f4f8; color: var(--muted); font: 12px monospace; padding: 3px 10px;
                 min-height: 22px; white-space: nowrap; overflow: hidden; }
 .controls { margin-bottom: 10px; color: var(--muted); }
-.controls button { font: inherit; border: 1px solid var(--line); background: #fff; padding: 3px 12px;
-                   border-radius: 4px; cursor: pointer; margin-right: 4px; }
+.controls button { font: inherit; border: 1px solid var(--line); background: #fff;
+                   padding: 3px 12px; border-radius: 4px; cursor: pointer; margin-right: 4px; }
 .controls button.active { background: var(--accent); color: #fff; border-color: var(--accent); }
 .controls label { margin-left: 18px; }
 .help { color: var(--muted); font-size: 13px; margin: 8px 0 0; }
 img.figure { max-width: 100%; border: 1px solid var(--line); }
-details pre { background: #f0f4f8; padding: 10px; overflow: auto; font-size: 12px; max-height: 420px; }
+details pre { background: #f0f4f8; padding: 10px; overflow: auto; font-size: 12px;
+              max-height: 420px; }
 footer { color: var(--muted); font-size: 12px; padding: 0 28px 24px; }
 """
 
@@ -313,7 +314,8 @@ def write_page(html_path: str, *, title: str, subtitle: str, volumes: dict,
   head = "".join(f'<script src="{rel}/{name}"></script>\n'
                  for name in ("vendor/niivue.umd.js", "volumes.js"))
   body = viewer + facts_html + figure_html + f'<script src="{rel}/viewer.js"></script>'
-  nav = [("viewer", "Volumes"), ("summary", "Summary")] + ([("figures", "Figure")] if figures else [])
+  nav = [("viewer", "Volumes"), ("summary", "Summary")]
+  nav += [("figures", "Figure")] if figures else []
   _write_text(html_path, _page(title, subtitle, body, head=head, nav=nav))
   return html_path
 
@@ -322,11 +324,27 @@ def write_page(html_path: str, *, title: str, subtitle: str, volumes: dict,
 
 
 def _pct(value) -> str:
-  return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.2f}%"
+  # Three significant digits: a residual after data consistency can be 1e-6.
+  return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.3g}%"
 
 
 def _range(pair) -> str:
   return f"{pair[0]:.6g} .. {pair[1]:.6g}"
+
+
+def _profile_text(data_config: dict, slice_spacing: float | None) -> str:
+  """The slice profile in words: shape, thickness, spacing, and the gap or overlap."""
+  if data_config.get("slice_kernel"):
+    return f"measured kernel {data_config['slice_kernel']} (output voxels)"
+  thickness = data_config.get("slice_thickness") or 0
+  spacing = f"{slice_spacing:.3g} mm" if slice_spacing else "the slice spacing"
+  thick = f"{thickness:g} mm" if thickness else f"{spacing} (= spacing: NIfTI has no thickness)"
+  gap = ""
+  if thickness and slice_spacing and thickness != slice_spacing:
+    gap = (f"; gap {slice_spacing - thickness:.3g} mm" if thickness < slice_spacing
+           else f"; overlap {thickness - slice_spacing:.3g} mm")
+  profile = data_config.get("slice_profile", "gaussian")
+  return f"{profile}, thickness {thick}, slice spacing {spacing}{gap}"
 
 
 def scan_facts(sidecar: dict, *, seconds: float | None = None, slice_spacing: float | None = None,
@@ -343,55 +361,46 @@ def scan_facts(sidecar: dict, *, seconds: float | None = None, slice_spacing: fl
   config = sidecar.get("config", {})
   data = config.get("data", {})
   options = inf.get("options", {})
-  rows = [("method", _esc(f"{config.get('method', 'clade')}"
-                          + (f" ({inf['method']})" if inf.get("method") else ""))),
+  method = config.get("method", "clade") + (f" ({inf['method']})" if inf.get("method") else "")
+  rows = [("method", _esc(method)),
           ("checkpoint step", _esc(inf.get("step", "n/a"))),
           ("input", _esc(inf.get("input", "n/a")))]
-  how = "whole slices" if options.get("mode") == "full" else f"sliding window, stride {options.get('stride')}"
+  how = ("whole slices" if options.get("mode") == "full"
+         else f"sliding window, stride {options.get('stride')}")
   rows.append(("reconstruction", _esc(f"{how}; planes: {options.get('planes', 'n/a')}")))
-  thickness = data.get("slice_thickness") or 0
-  profile = data.get("slice_profile", "gaussian")
-  if data.get("slice_kernel"):
-    profile_text = f"measured kernel {data.get('slice_kernel')} (output voxels)"
-  else:
-    spacing_text = f"{slice_spacing:.3g} mm" if slice_spacing else "the slice spacing"
-    thick_text = f"{thickness:g} mm" if thickness else f"{spacing_text} (= spacing: NIfTI has no thickness)"
-    gap = ""
-    if thickness and slice_spacing:
-      gap = (f"; gap {slice_spacing - thickness:.3g} mm" if thickness < slice_spacing
-             else f"; overlap {thickness - slice_spacing:.3g} mm" if thickness > slice_spacing else "")
-    profile_text = f"{profile}, thickness {thick_text}, slice spacing {spacing_text}{gap}"
-  rows.append(("slice profile", _esc(profile_text)))
+  rows.append(("slice profile", _esc(_profile_text(data, slice_spacing))))
   ranges = inf.get("intensity")
   if ranges:
-    what = ("restored from the cubic-spline input" if ranges.get("outside_window", "restore") == "restore"
-            else "clipped to the window")
+    what = ("restored from the cubic-spline input"
+            if ranges.get("outside_window", "restore") == "restore" else "clipped to the window")
     rows.append(("intensity window", _esc(
         f"{_range(ranges['window'])} ({ranges.get('normalization', 'percentile')}); "
-        f"{_pct(ranges['below_window'])} of input voxels below, {_pct(ranges['above_window'])} "
-        f"above ({what})")))
+        f"{_pct(ranges['below_window'])} of input voxels below, "
+        f"{_pct(ranges['above_window'])} above ({what})")))
     rows.append(("intensity ranges", _esc(f"input {_range(ranges['input_range'])}, "
                                           f"output {_range(ranges['output_range'])}")))
   before, after = inf.get("residual_before"), inf.get("residual_after")
   if before:
-    text = f"{_pct(before['rms_relative'])} RMS of the input's robust range (max {_pct(before['max_abs_relative'])})"
-    text += (f"; after data consistency {_pct(after['rms_relative'])} (max {_pct(after['max_abs_relative'])})"
-             if after else "; data consistency off")
+    pair = lambda r: f"{_pct(r['rms_relative'])} (max {_pct(r['max_abs_relative'])})"
+    text = f"{pair(before)} RMS of the input's robust range; "
+    text += f"after data consistency {pair(after)}" if after else "data consistency off"
     rows.append(("slice residual", _esc(text)))
   else:
     rows.append(("slice residual", "n/a (no acquisition model for this geometry)"))
   if truth_metrics:
+    nan = float("nan")
     out, cubic = truth_metrics.get("output", {}), truth_metrics.get("cubic", {})
     rows.append(("against the truth", _esc(
-        f"PSNR {out.get('psnr', float('nan')):.2f} dB (cubic {cubic.get('psnr', float('nan')):.2f}), "
-        f"SSIM {out.get('ssim', float('nan')):.3f} (cubic {cubic.get('ssim', float('nan')):.3f})")))
+        f"PSNR {out.get('psnr', nan):.2f} dB (cubic {cubic.get('psnr', nan):.2f}), "
+        f"SSIM {out.get('ssim', nan):.3f} (cubic {cubic.get('ssim', nan):.3f})")))
   if seconds is not None:
     rows.append(("time", _esc(f"{seconds:.1f} s")))
-  versions = sidecar.get("versions") or sidecar.get("packages") or {}
+  versions = sidecar.get("packages") or {}
   git = sidecar.get("git") or {}
   version_text = ", ".join(f"{k} {v}" for k, v in versions.items() if v)
   if git.get("commit"):
-    version_text = f"commit {git['commit'][:10]}{' (modified)' if git.get('dirty') else ''}; " + version_text
+    dirty = " (modified)" if git.get("dirty") else ""
+    version_text = f"commit {git['commit'][:10]}{dirty}; " + version_text
   if sidecar.get("version"):
     version_text = f"clade-jax {sidecar['version']}; " + version_text
   rows.append(("versions", _esc(version_text or "n/a")))
@@ -444,7 +453,8 @@ def write_scan_report(html_path: str, *, acquired: tuple[np.ndarray, np.ndarray]
   panels = [Panel("Input", "acquired", note="acquired slices, nearest neighbour", nearest=True),
             Panel("Input", "cubic", note="cubic spline, what the method starts from"),
             Panel("Output", "output", note=inf.get("method", "")),
-            Panel("Added detail", "output", overlay="added", note="output minus cubic, over the output")]
+            Panel("Added detail", "output", overlay="added",
+                  note="output minus cubic, over the output")]
   subtitle = (f"{inf.get('method') or sidecar.get('config', {}).get('method', '')} "
               f"step {inf.get('step', '')} \u00b7 {display.modality(cubic).upper()}")
   return write_page(html_path, title=title, subtitle=subtitle,
@@ -533,7 +543,7 @@ def write_cohort_index(path: str, rows: list[dict], *, title: str = "clade-jax c
         f"<td class=\"num\">{f'{seconds:.1f}' if seconds is not None else ''}</td></tr>")
   summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
   table = ("<table><thead><tr><th>scan</th><th>status</th><th>reason</th>"
-           "<th>slice residual</th><th>time (s)</th></tr></thead><tbody>"
+           '<th class="num">slice residual</th><th class="num">time (s)</th></tr></thead><tbody>'
            + "".join(body_rows) + "</tbody></table>")
   body = (f'<section id="scans"><h2>Scans</h2>{table}<p class="help">Slice residual: RMS of '
           f"the re-acquired output minus the acquired slices, as a fraction of the input's "
