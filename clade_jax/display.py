@@ -6,7 +6,8 @@ One home for both, so the QC report's viewer and the static PNG figures
 * CT (Hounsfield units) is shown with the radiologists' presets: brain (W80 L40, so
   0..80 HU, grey and white matter apart) first, bone (W2000 L500) second. The full HU
   range would put all brain tissue in one flat grey.
-* Anything else (MRI, arbitrary units) gets robust percentiles of the foreground.
+* Anything else (MRI, arbitrary units) gets robust percentiles: the 0.5th of the whole
+  volume, the 99.5th of the foreground.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from scipy import ndimage
 
 # (name, (lo, hi)) in HU: level -+ width / 2.
 CT_WINDOWS = (("brain", (0.0, 80.0)), ("bone", (-500.0, 1500.0)))
-# Percentiles of the foreground voxels for MRI and other relative units.
+# Robust percentiles for MRI and other relative units (low: all voxels, high: foreground).
 ROBUST_PERCENTILES = (0.5, 99.5)
 # A scan is taken for CT when this fraction of its voxels sits at air's HU (<= -900):
 # every head or body CT has air around the patient; MRI and normalised data have no
@@ -48,13 +49,17 @@ def windows(data: np.ndarray, kind: str | None = None) -> list[tuple[str, tuple[
 
   Returns:
     ``[(name, (lo, hi)), ...]``: CT brain and bone presets, or the MRI robust
-    percentiles of the foreground ('robust').
+    percentiles ('robust': 0.5th of all voxels, 99.5th of the foreground).
   """
   kind = kind or modality(data)
   if kind == "ct":
     return [(name, window) for name, window in CT_WINDOWS]
   data = np.asarray(data, np.float32)
-  lo, hi = np.percentile(data[foreground(data)], ROBUST_PERCENTILES)
+  # Low end over every voxel (background shows black, the darkest tissue above it),
+  # high end over the foreground (a small head in a large field of view still fills
+  # the range).
+  lo = np.percentile(data, ROBUST_PERCENTILES[0])
+  hi = np.percentile(data[foreground(data)], ROBUST_PERCENTILES[1])
   if not hi > lo:
     lo, hi = float(data.min()), float(data.max()) + (data.max() == data.min())
   return [("robust", (float(lo), float(hi)))]

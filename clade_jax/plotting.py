@@ -63,7 +63,7 @@ def slice_comparison(images: dict[str, np.ndarray], path: str, *, title: str = "
     inset: (row, col, size) of the square to magnify; default where the first image
       has the most structure (`display.structure_point`).
     vrange: (lo, hi) display window; default the first image's first
-      `display.windows` (CT: brain; MRI: robust percentiles of the foreground).
+      `display.windows` (CT: brain; MRI: robust percentiles).
   """
   names = list(images)
   first = np.asarray(images[names[0]])
