@@ -320,7 +320,7 @@ def _infer_into(row: Row, scan: scans_lib.Scan, workdir: str, nifti: str, profil
   start = time.perf_counter()
   os.makedirs(os.path.dirname(os.path.abspath(scan.output)), exist_ok=True)
   result = inference.run(workdir, nifti, scan.output, overwrite=True,
-                         progress=options.progress)
+                         progress=options.progress, report=options.report)
   infer_s = time.perf_counter() - start
   _update_sidecar(scan.output, {"source": os.path.abspath(scan.source),
                                 "slice_profile": profile.as_dict(),
@@ -334,7 +334,7 @@ def _infer_into(row: Row, scan: scans_lib.Scan, workdir: str, nifti: str, profil
     row.residual_before = result.residual_before["rms_relative"]
   if result.residual_after is not None:
     row.residual_after = result.residual_after["rms_relative"]
-  row.report = getattr(result, "report", None)
+  row.report = result.report
   row.seconds = round(time.perf_counter() - started, 1)
   atomic.write_text(status_path, json.dumps(dataclasses.asdict(row), indent=2) + "\n")
 
@@ -353,6 +353,32 @@ def write_summary(path: str, rows: list[Row]) -> None:
   atomic.write_text(path, buffer.getvalue())
 
 
+def index_name(summary_name: str) -> str:
+  """The cohort page beside a summary: summary.csv -> report.html (per shard too)."""
+  return "report" + summary_name[len("summary"):-len(".csv")] + ".html"
+
+
+def write_index(path: str, rows: list[Row]) -> None:
+  """The cohort's report page: a table of scans, each linking its own page."""
+  from clade_jax import report  # pylint: disable=g-import-not-at-top
+  entries = []
+  for row in rows:
+    status, reason = row.status, row.reason
+    if status == "pending":
+      status, reason = "skipped", "not processed yet: re-run the command to continue"
+    residual = row.residual_after if row.residual_after is not None else row.residual_before
+    entries.append({"name": row.name, "status": status, "reason": reason,
+                    "seconds": row.seconds, "residual": residual,
+                    "link": row.report if row.report and os.path.exists(row.report) else None})
+  report.write_cohort_index(path, entries, title=f"clade-jax sr: {len(rows)} scan(s)")
+
+
+def _record(out: str, summary_name: str, rows: list[Row], options: Options) -> None:
+  write_summary(os.path.join(out, summary_name), rows)
+  if options.report:
+    write_index(os.path.join(out, index_name(summary_name)), rows)
+
+
 def run(scans: list[scans_lib.Scan], out: str, options: Options, *,
         summary_name: str = "summary.csv",
         on_row: Callable[[Row, int, int], None] | None = None) -> list[Row]:
@@ -369,14 +395,13 @@ def run(scans: list[scans_lib.Scan], out: str, options: Options, *,
   work_root = os.path.join(out, WORK_FOLDER)
   os.makedirs(work_root, exist_ok=True)
   rows = [Row(name=s.name, source=s.source, output=s.output) for s in scans]
-  summary = os.path.join(out, summary_name)
-  write_summary(summary, rows)
+  _record(out, summary_name, rows, options)
   bar = tqdm(total=len(scans), desc="scans", unit="scan", disable=not options.progress,
              dynamic_ncols=True, position=0)
   for i, scan in enumerate(scans):
     bar.set_postfix_str(scan.name)
     rows[i] = process_scan(scan, options, work_root)
-    write_summary(summary, rows)
+    _record(out, summary_name, rows, options)
     bar.update(1)
     if on_row:
       on_row(rows[i], i, len(scans))
@@ -406,8 +431,7 @@ def run_shared(scans: list[scans_lib.Scan], out: str, options: Options, *,
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   work_root = os.path.join(out, WORK_FOLDER)
   rows = [Row(name=s.name, source=s.source, output=s.output) for s in scans]
-  summary = os.path.join(out, summary_name)
-  write_summary(summary, rows)
+  _record(out, summary_name, rows, options)
   readable = []  # (index, nifti, profile, facts)
   for i, scan in enumerate(scans):
     work = os.path.join(work_root, scan.name)
@@ -456,10 +480,10 @@ def run_shared(scans: list[scans_lib.Scan], out: str, options: Options, *,
         except Exception as e:  # pylint: disable=broad-except
           rows[i].status, rows[i].reason = "failed", _one_line(e)
           rows[i].seconds = round(time.perf_counter() - start, 1)
-      write_summary(summary, rows)
+      _record(out, summary_name, rows, options)
       bar.update(1)
       if on_row:
         on_row(rows[i], i, len(scans))
     bar.close()
-  write_summary(summary, rows)
+  _record(out, summary_name, rows, options)
   return rows

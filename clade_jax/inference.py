@@ -30,6 +30,8 @@ from clade_jax import distributed
 from clade_jax import methods
 from clade_jax import plotting
 from clade_jax import provenance
+from clade_jax import qc_maps as qc_maps_lib
+from clade_jax import report as report_lib
 from clade_jax.data import consistency
 from clade_jax.data import intensity
 from clade_jax.data import patches
@@ -60,6 +62,9 @@ class Result:
   residual_before: dict[str, float] | None  # `consistency.residual` of the method's output
   residual_after: dict[str, float] | None  # after the projection; None when off
   intensity: dict | None = None  # `intensity.report`: input/output ranges, the window
+  report: str | None = None  # the QC page (`report.write_scan_report`) when asked for
+  truth_metrics: dict | None = None  # `truth_metrics` against `run`'s truth, when given
+  qc_maps: dict[str, str] | None = None  # `qc_maps.paths` written, when asked for
 
 
 def _stem(output: str) -> str:
@@ -264,6 +269,9 @@ def run(
     outside: str | None = None,
     overwrite: bool = False,
     figure: bool = True,
+    report: bool = False,
+    qc_maps: bool = False,
+    truth: str | None = None,
     progress: bool = True,
 ) -> Result:
   """Super-resolves ``input_path`` into ``output_path`` (and a comparison PNG).
@@ -290,6 +298,13 @@ def run(
       ``eval.outside_window``.
     overwrite: Replace an existing output (never the input).
     figure: Also write `figure_path(output_path)`.
+    report: Also write the QC page, ``<stem>_report.html`` and its folder
+      ``<stem>_report/`` (`report.report_paths`).
+    qc_maps: Also write the added-detail map and the slice residual as NIfTI on the
+      output grid (`qc_maps.paths`: ``<stem>_added.nii.gz``, ``<stem>_residual.nii.gz``).
+    truth: An isotropic truth of the scan (a simulation's) whose grid contains the
+      output's voxel centres: PSNR/SSIM of the output and of the cubic spline go to
+      the sidecar (``inference.truth``), the report and `Result.truth_metrics`.
     progress: Show a progress bar over slices.
 
   Returns:
@@ -321,6 +336,10 @@ def run(
     load['complex_mode'] = complex_mode
   source = volume_lib.load_volume(input_path, **load)
   prepared = preprocess.prepare_input(source.data, source.affine, config.data, name=input_path)
+  truth_crop = None
+  if truth is not None:
+    truth_crop = volume_lib.crop_truth(volume_lib.load_volume(truth), prepared.isotropic.shape,
+                                       prepared.affine)
   params, config, step = load_params(workdir, step)
 
   options = SROptions(stride=stride, mode=mode, batch_size=batch_size, planes=planes,
@@ -334,10 +353,14 @@ def run(
   ranges = intensity.report(source.data, output, prepared.normalizer)
   ranges['normalization'] = config.data.get('normalization', 'percentile')
   ranges['outside_window'] = outside_window(config, outside)
-  info['inference'] = {'input': os.path.abspath(input_path), 'step': step,
+  seconds = time.perf_counter() - start
+  scores = None if truth_crop is None else truth_metrics(output, prepared.isotropic, truth_crop)
+  info['inference'] = {'input': os.path.abspath(input_path), 'step': step, 'method': label,
                        'options': dataclasses.asdict(options),
                        'residual_before': before, 'residual_after': after,
-                       'intensity': ranges}
+                       'intensity': ranges, 'seconds': seconds}
+  if scores is not None:
+    info['inference']['truth'] = {'path': os.path.abspath(truth), **scores}
   write = distributed.is_main()  # Other processes helped compute; process 0 writes.
   if write:
     volume_lib.save_volume(output_path, output, prepared.affine, like=source,
@@ -352,12 +375,70 @@ def run(
         source, prepared, output, figure_file, label=label,
         title=f'{os.path.basename(input_path)}: {label}, step {step} ({how}, '
               f'{planes} plane{"s" if planes == "both" else ""})')
+  map_files = None
+  if qc_maps and write:
+    map_files = write_qc_maps(source, prepared, output, output_path, config.data)
+  report_file = None
+  if report and write:
+    report_file = report_lib.report_paths(output_path)[0]
+    report_lib.write_scan_report(
+        report_file, acquired=(source.data, source.affine), cubic=prepared.isotropic,
+        output=output, affine=prepared.affine, sidecar=info,
+        title=os.path.basename(output_path), seconds=seconds,
+        slice_spacing=prepared.slice_spacing, figure=figure_file, qc_map_files=map_files,
+        truth_metrics=scores)
   return Result(
       output=output_path, figure=figure_file, shape=output.shape,
       spacing=tuple(float(s) for s in volume_lib.voxel_spacing(prepared.affine)),
       step=step, stride=options.stride, mode=options.mode, planes=planes, method=label,
       seconds=time.perf_counter() - start, residual_before=before, residual_after=after,
-      intensity=ranges)
+      intensity=ranges, report=report_file, qc_maps=map_files, truth_metrics=scores)
+
+
+def truth_metrics(output: np.ndarray, cubic: np.ndarray, truth: np.ndarray) -> dict:
+  """PSNR and 3D SSIM of the output and of the cubic spline against a truth on their grid.
+
+  As ``evaluate.py`` scores them: in the truth's foreground (`metrics.foreground_mask`),
+  with the truth's intensity span as the data range.
+
+  Returns:
+    ``{'output': {'psnr', 'ssim'}, 'cubic': {'psnr', 'ssim'}}``.
+  """
+  # Imported here: the metrics package loads PIQUE and friends, which only a truth needs.
+  from clade_jax import metrics  # pylint: disable=g-import-not-at-top
+  truth = np.asarray(truth, np.float32)
+  mask = metrics.foreground_mask(truth)
+  span = float(truth.max() - truth.min()) or 1.0
+  return {name: {'psnr': float(metrics.psnr(data, truth, span, mask=mask)),
+                 'ssim': float(metrics.ssim(data, truth, span, mask=mask))}
+          for name, data in (('output', output), ('cubic', cubic))}
+
+
+def write_qc_maps(source: volume_lib.Volume, prepared: preprocess.PreparedInput,
+                  output: np.ndarray, output_path: str, data_config) -> dict[str, str]:
+  """Writes `qc_maps.added_detail` and `qc_maps.slice_residual` beside the output.
+
+  Both are float32 NIfTI on the output grid (its affine and the input's qform/sform
+  codes), so any viewer overlays them on the output. The residual is left out when the
+  geometry has no acquisition model (see `acquisition_model`).
+
+  Returns:
+    ``{'added': path, 'residual': path}`` of what was written.
+  """
+  paths = qc_maps_lib.paths(output_path)
+  written = {}
+  volume_lib.save_volume(paths['added'], qc_maps_lib.added_detail(output, prepared.isotropic),
+                         prepared.affine, like=source, descrip='clade-jax: output - cubic')
+  written['added'] = paths['added']
+  try:
+    acquisition = acquisition_model(source, prepared, data_config)
+  except volume_lib.VolumeError:
+    return written
+  volume_lib.save_volume(
+      paths['residual'], qc_maps_lib.slice_residual(output, source.data, acquisition),
+      prepared.affine, like=source, descrip='clade-jax: reacquired - acquired')
+  written['residual'] = paths['residual']
+  return written
 
 
 def nearest_upsampled(source: volume_lib.Volume, prepared: preprocess.PreparedInput) -> np.ndarray:

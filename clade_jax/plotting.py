@@ -10,6 +10,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from clade_jax import atomic  # noqa: E402
+from clade_jax import display  # noqa: E402
 from clade_jax.data.volume import Volume  # noqa: E402
 
 
@@ -59,16 +60,22 @@ def slice_comparison(images: dict[str, np.ndarray], path: str, *, title: str = "
     images: name -> 2D image; all the same shape.
     path: PNG path.
     title: figure title.
-    inset: (row, col, size) of the square to magnify; default the image centre.
-    vrange: (lo, hi) display window; default the 1st-99.5th percentile of the first.
+    inset: (row, col, size) of the square to magnify; default where the first image
+      has the most structure (`display.structure_point`).
+    vrange: (lo, hi) display window; default the first image's first
+      `display.windows` (CT: brain; MRI: robust percentiles).
   """
   names = list(images)
   first = np.asarray(images[names[0]])
   if vrange is None:
-    vrange = np.percentile(first, [1, 99.5])
+    vrange = display.windows(first)[0][1]
   if inset is None:
     size = max(8, min(first.shape) // 4)
-    inset = (first.shape[0] // 2 - size // 2, first.shape[1] // 2 - size // 2, size)
+    row, col = display.structure_point(first, size, mask=display.foreground(first),
+                                       window=vrange)
+    row = int(np.clip(row - size // 2, 0, max(first.shape[0] - size, 0)))
+    col = int(np.clip(col - size // 2, 0, max(first.shape[1] - size, 0)))
+    inset = (row, col, size)
   r0, c0, size = inset
   fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 6.0), squeeze=False,
                            dpi=110, gridspec_kw={"height_ratios": [first.shape[0] / first.shape[1], 1]})
@@ -98,7 +105,7 @@ def _canonical(volume: Volume) -> tuple[np.ndarray, np.ndarray]:
 
 def orthogonal_slices(volumes: dict[str, Volume], path: str, *,
                            view_mm=None, inset_fraction: float = 0.22,
-                           title: str = "") -> None:
+                           title: str = "", window=None) -> None:
   """Sagittal, coronal and axial slices through one world point, one column per volume.
 
   Each panel is drawn in world mm (so grids of different spacing line up) with a
@@ -108,20 +115,25 @@ def orthogonal_slices(volumes: dict[str, Volume], path: str, *,
   Args:
     volumes: name -> Volume (the truth first when there is one).
     path: PNG path.
-    view_mm: world point (mm) to cut through; default the centre of the first volume's
-      above-mean voxels.
+    view_mm: world point (mm) to cut through; default where the first volume has the
+      most structure (`display.structure_point`: the most gradient energy within the
+      display window, in the foreground), so the insets show edges, not flat tissue.
     inset_fraction: side of the magnified square as a fraction of the smaller field
       of view.
     title: figure title.
+    window: (lo, hi) display window; default the first volume's first
+      `display.windows` (CT: brain W80 L40; MRI: robust percentiles).
   """
   names = list(volumes)
   canon = {n: _canonical(v) for n, v in volumes.items()}
   first_data, first_affine = canon[names[0]]
+  lo, hi = window if window is not None else display.windows(first_data)[0][1]
   if view_mm is None:
-    index = np.argwhere(first_data > first_data.mean()).mean(axis=0)
+    size = max(3, int(inset_fraction * min(first_data.shape)))
+    index = display.structure_point(first_data, size, mask=display.foreground(first_data),
+                                    window=(lo, hi))
     view_mm = (first_affine @ np.append(index, 1.0))[:3]
   view_mm = np.asarray(view_mm, np.float64)
-  lo, hi = np.percentile(first_data, [0.5, 99.5])
   # Panel rows: (title, slicing axis in RAS order, displayed x axis, displayed y axis).
   planes = [("sagittal", 0, 1, 2), ("coronal", 1, 0, 2), ("axial", 2, 0, 1)]
   fig, axes = plt.subplots(3, len(names), figsize=(2.8 * len(names), 8.4), squeeze=False,

@@ -239,8 +239,13 @@ def test_evaluate_py_end_to_end(tmp_path, capsys):
     argv += ["--method", f"{method}={tmp_path / method}"]
   assert evaluate_cli.main(argv) == 0, capsys.readouterr().err
   for name in ["metrics.csv", "table.md", "stats.md", "boxplots.png",
-               "figures/subj0.png", "figures/subj1.png"]:
+               "figures/subj0.png", "figures/subj1.png", "reports/index.html",
+               "reports/subj0_report.html", "reports/subj1_report/volumes.js"]:
     assert (out / name).is_file(), name
+  page = (out / "reports/subj0_report.html").read_text()
+  # One linked viewer for the truth and each method, and the subject's metrics.
+  assert page.count("<canvas") == 4 and "psnr" in page
+  assert 'href="subj1_report.html"' in (out / "reports/index.html").read_text()
   table = pd.read_csv(out / "metrics.csv")
   assert len(table) == 2 * 4  # 3 methods and the truth's reference row
   reference = table[table.method == "truth"]

@@ -161,6 +161,9 @@ def test_sr_writes_an_aligned_output_with_the_profile_from_the_json_sidecar(tmp_
   assert (out / "scan_sr_compare.png").stat().st_size > 1000
   row = read_summary(out / "summary.csv")["scan"]
   assert row["status"] == "done" and float(row["seconds"]) > 0
+  # The scan's QC page, linked from the cohort's index.
+  assert (out / "scan_sr_report.html").exists()
+  assert 'href="scan_sr_report.html"' in (out / "report.html").read_text()
 
 
 def test_a_killed_cohort_resumes_skips_finished_scans_and_lists_the_broken_one(tmp_path):
@@ -204,8 +207,10 @@ def test_a_killed_cohort_resumes_skips_finished_scans_and_lists_the_broken_one(t
   starts = [int(m) for m in re.findall(r"training SMORE:\s+\d+%\|[^|]*\|\s+(\d+)/40",
                                        again.stderr)]
   assert starts and starts[0] >= 4, again.stderr[-2000:]
+  index = (out / "report.html").read_text()
   for name in ("a", "b", "c"):
     assert nib.load(out / f"{name}_sr.nii.gz").shape[2] > 10
+    assert f'href="{name}_sr_report.html"' in index
 
 
 def _bids_dataset(root):

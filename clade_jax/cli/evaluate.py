@@ -8,7 +8,8 @@ Example (the interpolation baselines of experiments/ground_truth on the MNI152 d
       --truth runs/gt/truth --rois experiments/ground_truth/mni152_rois.json \\
       --thick-axis 1 --out runs/gt/eval
 
-Writes metrics.csv, table.md, stats.md, boxplots.png and figures/<subject>.png to --out;
+Writes metrics.csv, table.md, stats.md, boxplots.png, figures/<subject>.png and
+reports/<subject>_report.html (linked viewers of every method; reports/index.html) to --out;
 see clade_jax/evaluation/ for what each metric is and how the files look.
 
 A reader study's filled-in scoring sheet (kit from experiments/reader_study/make_kit.py)
@@ -70,7 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--alpha", type=float, default=evaluation.ALPHA,
                       help="significance level (default %(default)s)")
   parser.add_argument("--no-figures", dest="figures", action="store_false",
-                      help="skip the per-subject orthogonal-slice figures")
+                      help="skip the per-subject orthogonal-slice figures and QC pages")
   parser.add_argument("--reader-scores", metavar="CSV",
                       help="a reader study's filled-in scoring sheet (instead of --method)")
   parser.add_argument("--reader-key", metavar="CSV",

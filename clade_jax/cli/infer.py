@@ -4,7 +4,9 @@
 
 Writes a float32 isotropic volume whose affine puts it exactly on top of the input in
 any viewer (qform/sform codes kept), and scan_srr_compare.png beside it: the three
-orthogonal planes through the centre, input vs output, with a magnified inset. Prints
+orthogonal planes through the most detailed point, input vs output, with a magnified
+inset; with --report a QC page to open in a browser, with --qc-maps the detail the
+method added and the slice residual as NIfTI. Prints
 the input's and output's intensity ranges and how much of the input lay outside the
 intensity window the networks see (also in the scan_srr.json sidecar). The slices are
 split over every local device; with --multihost (same command in every process) over
@@ -72,6 +74,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "turns it off)")
   parser.add_argument("--no-figure", dest="figure", action="store_false",
                       help="do not write <output stem>_compare.png")
+  parser.add_argument("--report", action="store_true",
+                      help="also write a QC page, <output stem>_report.html with its folder "
+                           "<output stem>_report/ (opens offline in a browser: linked "
+                           "viewers of input, cubic spline, output and the detail the method "
+                           "added, and the run's facts in words)")
+  parser.add_argument("--qc-maps", action="store_true",
+                      help="also write <output stem>_added.nii.gz (output minus the cubic "
+                           "spline input) and <output stem>_residual.nii.gz (re-acquired "
+                           "output minus acquired slices, each slice's value on its nearest "
+                           "output voxels), on the output's grid")
+  parser.add_argument("--truth", metavar="FILE",
+                      help="isotropic truth of the scan (a simulation's): PSNR/SSIM of the "
+                           "output and of the cubic spline in the sidecar and the report")
   parser.add_argument("--no-progress", dest="progress", action="store_false",
                       help="no progress bar")
   cluster = parser.add_argument_group(
@@ -125,7 +140,8 @@ def main(argv=None) -> int:
         batch_size=args.batch_size, mode=args.mode, planes=args.planes,
         data_consistency=args.consistency, volume_index=args.volume_index,
         complex_mode=args.complex_mode, outside=args.outside, overwrite=args.overwrite,
-        figure=args.figure, progress=args.progress and distributed.is_main())
+        figure=args.figure, report=args.report, qc_maps=args.qc_maps, truth=args.truth,
+        progress=args.progress and distributed.is_main())
   except (volume.VolumeError, checkpointing.CheckpointError, inference.UsageError) as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
     return 1
@@ -148,8 +164,16 @@ def main(argv=None) -> int:
     if result.residual_after is not None:
       line += f" -> {100 * result.residual_after['rms_relative']:.2g}% after data consistency"
     print(line)
+  if result.truth_metrics is not None:
+    out, cubic = result.truth_metrics["output"], result.truth_metrics["cubic"]
+    print(f"against the truth: PSNR {out['psnr']:.2f} dB (cubic {cubic['psnr']:.2f}), "
+          f"SSIM {out['ssim']:.4f} (cubic {cubic['ssim']:.4f})")
   if result.figure:
     print(f"wrote {result.figure}")
+  for path in (result.qc_maps or {}).values():
+    print(f"wrote {path}")
+  if result.report:
+    print(f"wrote {result.report} (open it in a browser; keep its folder beside it)")
   return 0
 
 

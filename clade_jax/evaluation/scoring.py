@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import html
 import json
 import math
 import os
@@ -35,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from clade_jax import metrics
+from clade_jax import report
 # AlignmentError and crop_truth live with the volumes (training loads a truth without
 # pandas); they are re-exported here, where the evaluation has always named them.
 from clade_jax.data.volume import (AlignmentError, Volume, VolumeError, crop_truth,  # noqa: F401
@@ -284,7 +286,8 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
     methods: method name -> directory or glob of its output volumes, in the order
       the table lists them (put the baseline/low-resolution first: significance
       marks refer to earlier methods).
-    out_dir: where metrics.csv, table.md, stats.md, boxplots.png and figures/ go.
+    out_dir: where metrics.csv, table.md, stats.md, boxplots.png, figures/ and
+      reports/ (a QC page per subject and index.html) go.
     truth: directory or glob of ground-truth volumes, or None.
     rois: path of the ROI JSON (`load_rois`), or None.
     planes: planes for PIQUE and per-slice SSIM; default the two low-resolution
@@ -292,7 +295,7 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
     thick_axis: the thick voxel axis of the original acquisition; default found from
       any anisotropic input volume of the subject.
     subject_regex: how file names map to subjects (`subject_id`).
-    figures: draw the per-subject figures (the slowest part besides PIQUE).
+    figures: draw the per-subject figures and pages (the slowest part besides PIQUE).
     alpha: significance level of the statistics.
     log: progress printer.
 
@@ -314,6 +317,7 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
     protected |= {os.path.realpath(rois)}
 
   rows = []
+  pages = []
   for subject in subjects:
     volumes = {name: load_volume(files[name][subject]) for name in methods}
     gt = load_volume(truth_files[subject]) if truth_files else None
@@ -358,10 +362,41 @@ def evaluate(methods: dict[str, str], out_dir: str, *, truth: str | None = None,
       view = roi.get("view")
       orthogonal_slices(({"truth": gt} if gt is not None else {}) | volumes,
                         figure_path, view_mm=view, title=subject)
+      pages.append(_subject_page(out_dir, subject, gt, volumes,
+                                 [r for r in rows if r["subject"] == subject]))
 
   table = pd.DataFrame(rows)
   metric_names = metric_columns(table.columns)
   table = table[["subject", "method", "path", "shape"] + metric_names]
   write_report(table, out_dir, list(methods), alpha=alpha, notes=notes, protected=protected,
                log=log)
+  if pages:
+    index = report.write_cohort_index(
+        os.path.join(out_dir, "reports", "index.html"),
+        [{"name": subject, "status": "done", "link": page} for subject, page in pages],
+        title="clade-jax evaluation")
+    log(f"wrote {index} (a page per subject: linked viewers of every method)")
   return table
+
+
+def _metric_html(rows: list[dict]) -> str:
+  """The subject's metrics as an HTML table (methods as rows)."""
+  columns = metric_columns(rows[0].keys()) if rows else []
+  head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method"] + columns)
+  body = "".join(
+      "<tr><td>" + html.escape(str(r["method"])) + "</td>"
+      + "".join(f'<td class="num">{r[c]:.4g}</td>' if isinstance(r.get(c), (int, float))
+                else f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
+      for r in rows)
+  return f"<h2>Metrics</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _subject_page(out_dir: str, subject: str, gt: Volume | None, volumes: dict,
+                  rows: list[dict]) -> tuple[str, str]:
+  """(subject, page): linked viewers of the truth and every method's volume."""
+  path = os.path.join(out_dir, "reports", f"{subject}_report.html")
+  shown = ({"truth": gt} if gt is not None else {}) | volumes
+  facts = [(name, html.escape(str(v.path or ""))) for name, v in shown.items()]
+  report.write_comparison_page(path, shown, title=subject, subtitle="clade-jax evaluation",
+                               facts=facts, table_html=_metric_html(rows))
+  return subject, path
