@@ -214,8 +214,10 @@ def _super_resolve_prepared(source, prepared, params, config, options, data_cons
   before = consistency.residual(output, source.data, acquisition)
   if not data_consistency:
     return output, (before, None)
-  output = consistency.project(
-      output, source.data, acquisition,
+  # Alternating with the acquired range, so the projection's undershoot at sharp
+  # edges cannot leave what the scan holds (negative magnitudes).
+  output = consistency.project_within(
+      output, source.data, acquisition, prepared.acquired_range,
       regularisation=config.eval.get("consistency_regularisation", 0.0))
   return output, (before, consistency.residual(output, source.data, acquisition))
 
