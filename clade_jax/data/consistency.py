@@ -340,8 +340,8 @@ def project_within(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition,
   if limits is None:
     return project(volume, lr, acquisition, regularisation=regularisation)
   lo, hi = float(limits[0]), float(limits[1])
-  if not lo <= hi:
-    raise ValueError(f"limits must be (lo, hi) with lo <= hi, got {limits}")
+  if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+    raise ValueError(f"limits must be finite (lo, hi) with lo <= hi, got {limits}")
   if not (math.isfinite(regularisation) and regularisation >= 0):
     raise ValueError(f"regularisation must be finite and >= 0, got {regularisation}")
   _check_pair(volume, lr, acquisition)
