@@ -357,6 +357,18 @@ def test_data_consistency_keeps_a_zero_background_scan_within_its_range(workdir)
   assert consistency.residual(output, data, acquisition)["rms_relative"] < 1e-2
 
 
+def test_a_config_asking_for_an_estimate_gets_one_from_the_input(workdir, scan):
+  """Inference with a config that still says data.slice_profile='estimate' (a run that
+  was not trained through train_and_evaluate) estimates from the input and says so."""
+  config = checkpointing.load_config(workdir)  # a fresh copy: the module's is shared
+  path, data, affine = scan
+  source = volume_lib.Volume(data, affine, path=path)
+  config.data.slice_profile = "estimate"
+  profile, thickness, origin = inference.slice_profile_of(source, config.data)
+  assert profile in ("gaussian", "rect") and 1.0 <= thickness <= 8.0
+  assert origin["spacing_mm"] == pytest.approx(THICK) and origin["profile"] == profile
+
+
 def _infer(*args):
   return subprocess.run([sys.executable, os.path.join(REPO, "infer.py"), *args],
                         capture_output=True, text=True, cwd=REPO, timeout=120)

@@ -105,3 +105,19 @@ def test_estimate_is_a_valid_slice_profile(name):
   config = module.get_config()
   config.data.slice_profile = "estimate"
   config_validation.validate(config)
+
+
+def test_build_data_resolves_an_estimate_before_smore_makes_its_pairs(tmp_path):
+  """The training path: the config SMORE builds its pairs from (and saves) names a
+  real profile, not 'estimate'."""
+  from clade_jax import train  # pylint: disable=g-import-not-at-top
+  from clade_jax.configs import smore  # pylint: disable=g-import-not-at-top
+  from tests import phantoms  # pylint: disable=g-import-not-at-top
+  config = smore.get_config()
+  config.data.root = phantoms.thick_slice_volume(tmp_path / "a.nii.gz", shape=(48, 48, 48))
+  config.data.patch_size = 16
+  config.data.slice_profile = "estimate"
+  _, source = train.build_data(config)
+  assert len(source) > 0
+  assert config.data.slice_profile in slice_profile.PROFILES
+  assert 0.25 * 4.0 <= config.data.slice_thickness <= 2.0 * 4.0
