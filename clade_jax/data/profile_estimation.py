@@ -43,7 +43,7 @@ from clade_jax.data.consistency import acquisition_matrix as consistency_matrix
 FAMILIES = slice_profile_lib.PROFILES  # ('gaussian', 'rect')
 
 # Candidate thicknesses, as fractions of the slice spacing: from thin slices with wide
-# gaps to heavy overlap, log-spaced (a fixed relative resolution of ~0.7 %).
+# gaps to heavy overlap, log-spaced (~7 % apart), then refined around the best.
 THICKNESS_RANGE = (0.25, 2.0)
 THICKNESS_CANDIDATES = 32
 _REFINE = 11
@@ -54,7 +54,8 @@ _MAX_LINES = 2000
 # The foreground: voxels above this fraction of the robust max (99.5th percentile).
 _FOREGROUND = 0.1
 # The noise floor: the median of the in-plane spectrum over this top fraction of
-# frequencies.
+# frequencies. Deliberately no `transfer`-style analytic model: re-acquiring real
+# lines with `consistency`'s matrix measured better (experiments/profile_estimation).
 _FLOOR_BAND = 0.2
 _TINY = 1e-12
 
@@ -70,7 +71,8 @@ class ProfileEstimate:
       summing to 1; `slice_profile.centred_weights`), usable as ``data.slice_kernel``
       when the output grid has the in-plane spacing.
     spacing_mm: the slice spacing it was estimated at.
-    noise_floor: the white-noise power density removed (intensity^2 * mm).
+    noise_floor: the white-noise variance per voxel assumed (intensity^2), from the
+      in-plane spectrum's floor.
     error: the winner's mean squared log10-power difference.
     runner_up: {'profile', 'thickness_mm', 'error'} of the best candidate of the other
       family: how decisive the family choice was.
@@ -212,7 +214,6 @@ def estimate_profile(volume: np.ndarray, spacing_mm, thick_axis: int, *,
     fine_errors = [score(family, t) for t in fine_grid]
     j = int(np.argmin(fine_errors))
     best[family] = (float(fine_grid[j]), float(fine_errors[j]))
-  floor_thick = variance
   winner = min(best, key=lambda name: best[name][1])
   others = [name for name in best if name != winner]
   runner_up = ({"profile": others[0], "thickness_mm": round(best[others[0]][0], 4),
@@ -221,7 +222,7 @@ def estimate_profile(volume: np.ndarray, spacing_mm, thick_axis: int, *,
   fine = min(spacing[a] for a in inplane)
   kernel = slice_profile_lib.centred_weights(winner, thickness / fine)
   return ProfileEstimate(profile=winner, thickness_mm=thickness, kernel=kernel,
-                         spacing_mm=slice_spacing, noise_floor=floor_thick, error=error,
+                         spacing_mm=slice_spacing, noise_floor=variance, error=error,
                          runner_up=runner_up)
 
 
