@@ -249,11 +249,17 @@ def _scan_input(scan: scans_lib.Scan, work: str):
   return nifti, acquisition.from_series(series), {"dicom": series.metadata}
 
 
-def _update_sidecar(output: str, facts: dict) -> None:
+def _update_sidecar(output: str, facts: dict, profile: Profile) -> None:
+  """Adds what `clade-jax sr` chose, and why, to the sidecar inference wrote."""
   from clade_jax import inference  # pylint: disable=g-import-not-at-top
   path = inference.provenance_path(output)
   info = _read_status(path) or {}
   info.setdefault("inference", {}).update(facts)
+  # Inference recorded the profile the run used (an estimate resolved); add why.
+  used = info["inference"].setdefault("slice_profile", {})
+  used["chosen_by"] = profile.source
+  if profile.spacing_mm is not None:
+    used["spacing_mm"] = profile.spacing_mm
   atomic.write_text(path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
 
 
@@ -323,9 +329,9 @@ def _infer_into(row: Row, scan: scans_lib.Scan, workdir: str, nifti: str, profil
                          progress=options.progress, report=options.report)
   infer_s = time.perf_counter() - start
   _update_sidecar(scan.output, {"source": os.path.abspath(scan.source),
-                                "slice_profile": profile.as_dict(),
                                 "method": options.method, "budget": options.budget,
-                                "train_seconds": train_s, "infer_seconds": infer_s, **facts})
+                                "train_seconds": train_s, "infer_seconds": infer_s, **facts},
+                  profile)
   row.status = "done"
   row.slice_profile, row.slice_thickness_mm = profile.shape, profile.thickness_mm
   row.profile_source = profile.source

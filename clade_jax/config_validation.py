@@ -96,7 +96,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "data.lr_plane": ("auto", "sagittal", "coronal", "axial"),
     "data.hr_slices": ("acquired", "all"),
     "data.complex": ("refuse", "magnitude"),
-    "data.slice_profile": ("gaussian", "rect"),
+    # 'estimate': from the scan (`profile_estimation.resolve_config`, before training).
+    "data.slice_profile": ("gaussian", "rect", "estimate"),
     "data.normalization": ("percentile", "window"),
     "eval.outside_window": ("restore", "clip"),
     "eval.mode": ("patch", "full"),

@@ -125,8 +125,9 @@ def project_slices(slices: np.ndarray, indices, source: volume_lib.Volume, scan,
       thickness, config.data.get("slice_profile", "gaussian"))
   axis = scan.lr_axis
   lr = np.take(source.data, np.asarray(indices), axis=axis)
-  projected = consistency.project(
+  projected = consistency.project_within(
       volume_lib.from_plane_slices(np.asarray(slices), axis), lr, acquisition,
+      (float(np.min(source.data)), float(np.max(source.data))),
       regularisation=config.eval.get("consistency_regularisation", 0.0))
   return volume_lib.plane_slices(projected, axis)
 

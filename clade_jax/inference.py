@@ -36,6 +36,7 @@ from clade_jax.data import consistency
 from clade_jax.data import intensity
 from clade_jax.data import patches
 from clade_jax.data import preprocess
+from clade_jax.data import profile_estimation
 from clade_jax.data import slice_profile
 from clade_jax.data import volume as volume_lib
 from clade_jax.volume_srr import SROptions
@@ -219,17 +220,41 @@ def _super_resolve_prepared(source, prepared, params, config, options, data_cons
   before = consistency.residual(output, source.data, acquisition)
   if not data_consistency:
     return output, (before, None)
-  output = consistency.project(
-      output, source.data, acquisition,
+  # Alternating with the acquired range, so the projection's undershoot at sharp
+  # edges cannot leave what the scan holds (negative magnitudes).
+  output = consistency.project_within(
+      output, source.data, acquisition, prepared.acquired_range,
       regularisation=config.eval.get("consistency_regularisation", 0.0))
   return output, (before, consistency.residual(output, source.data, acquisition))
+
+
+def slice_profile_of(source: volume_lib.Volume, data_config) -> tuple:
+  """(profile, thickness mm or None, where it came from) for ``config.data``.
+
+  A training run resolves ``data.slice_profile='estimate'`` before it saves its config
+  (`profile_estimation.resolve_config`), so its inference uses the profile it trained
+  with; a config that still asks for an estimate gets one from `source`.
+
+  Raises:
+    VolumeError: a profile the config cannot describe, or a volume it cannot estimate.
+  """
+  if (data_config.get("slice_profile", "gaussian") == profile_estimation.ESTIMATE
+      and not tuple(data_config.get("slice_kernel", ()) or ())):
+    estimate = profile_estimation.estimate_volume(source, data_config)
+    told = float(data_config.get("slice_thickness", 0.0) or 0.0)
+    return estimate.profile, told or estimate.thickness_mm, estimate.as_dict()
+  try:
+    profile, thickness = slice_profile.from_config(data_config)
+  except ValueError as e:
+    raise volume_lib.VolumeError(f"{source.name}: {e}") from None
+  return profile, thickness, "config"
 
 
 def acquisition_model(source: volume_lib.Volume, prepared: preprocess.PreparedInput,
                       data_config) -> consistency.Acquisition:
   """The slice profile of ``config.data`` on the output grid (thickness 0 = spacing)."""
+  profile, thickness, _ = slice_profile_of(source, data_config)
   try:
-    profile, thickness = slice_profile.from_config(data_config)
     return consistency.for_grid(
         source.data.shape, source.affine, prepared.isotropic.shape, prepared.affine,
         prepared.thick_axis, thickness, profile)
@@ -355,7 +380,11 @@ def run(
   ranges['outside_window'] = outside_window(config, outside)
   seconds = time.perf_counter() - start
   scores = None if truth_crop is None else truth_metrics(output, prepared.isotropic, truth_crop)
+  profile, thickness, origin = slice_profile_of(source, config.data)
   info['inference'] = {'input': os.path.abspath(input_path), 'step': step, 'method': label,
+                       'slice_profile': {
+                           'profile': profile if isinstance(profile, str) else 'kernel',
+                           'thickness_mm': thickness, 'from': origin},
                        'options': dataclasses.asdict(options),
                        'residual_before': before, 'residual_after': after,
                        'intensity': ranges, 'seconds': seconds}

@@ -46,6 +46,8 @@ from clade_jax import trace_cache
 from clade_jax.train_state import inference_params
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
+from clade_jax.data import profile_estimation
+from clade_jax.data import volume as volume_lib
 from clade_jax.models import convolution
 
 
@@ -75,6 +77,9 @@ def build_data(config, method=None):
     from clade_jax.data import demo  # nilearn is only needed for the demo.
     demo.ensure_demo_data(os.path.dirname(os.path.normpath(config.data.root)) or ".")
   volumes = patches_lib.prepare_volumes(config.data)
+  # Callers that skipped `train_and_evaluate`'s resolution: from the volumes at hand.
+  profile_estimation.resolve_config(config, [
+      volume_lib.Volume(v.scan.acquired, v.scan.acquired_affine, path=v.path) for v in volumes])
   return volumes, method.make_source(config, volumes, [holdout_slice(volumes)])
 
 
@@ -105,6 +110,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   method = methods.of(config)
   config_validation.validate(config, ranges=getattr(method, "config_ranges", None),
                              enums=getattr(method, "config_enums", None))
+  # data.slice_profile='estimate': resolved from the scans once, here, so the config
+  # saved with the run (and every program traced from it) holds the profile used.
+  estimate = profile_estimation.resolve_config(config)
+  if estimate:
+    print(f"slice profile estimated from the data: {estimate['profile']}, "
+          f"{estimate['thickness_mm']:.2f} mm thick (recorded in {PROVENANCE_FILE})")
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
                        axis_types=(jax.sharding.AxisType.Auto,))
   replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
@@ -153,6 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if distributed.is_main():
     info = provenance.collect(config)
     info["processes"] = jax.process_count()
+    if estimate:
+      info["slice_profile_estimate"] = estimate
     provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
   state = init_fn(seed)
   return _train_loop(config, workdir, method, volumes, source, num_steps, state,

@@ -344,7 +344,10 @@ def test_train_resume_and_infer_to_nifti(data_root, tmp_path):
   assert np.isfinite(np.asarray(image.dataobj)).all()
   # Data consistency works on this method's output as on any other.
   span = float(np.percentile(data, 99.5) - np.percentile(data, 0.5))
-  assert result.residual_after["rms"] < 1e-3 * span < result.residual_before["rms"]
+  # Within the acquired range (`consistency.project_within`), which the phantom's
+  # noisy brightest slices keep from an exact match.
+  assert result.residual_after["rms"] < min(1e-2 * span, 0.2 * result.residual_before["rms"])
+  assert result.intensity["output_range"][0] >= float(data.min()) - 1e-3
 
 
 # --------------------------------------------------------------------------- config

@@ -101,13 +101,22 @@ def test_projected_slices_reproduce_the_acquired_slices(setup):
   source = volume_lib.load_volume(volumes[0].path)
   indices = [3, 20, 31]
   rng = np.random.default_rng(0)
-  noise = rng.normal(size=(3,) + scan.isotropic.shape[1:]).astype(np.float32)
-  projected = holdout.project_slices(noise, indices, source, scan, config)
+  lo, hi = float(source.data.min()), float(source.data.max())
   acquisition = consistency.for_grid(source.data.shape, source.affine, scan.isotropic.shape,
                                      scan.affine, scan.thick_axis)
   # Each slice's lines along the thick axis (axis 2 here) re-acquire to the slices.
-  np.testing.assert_allclose(projected @ acquisition.matrix.T, source.data[indices],
-                             atol=1e-4)
+  reacquire = lambda slices: slices @ acquisition.matrix.T - source.data[indices]
+  # The interpolation plus noise of 10 % of the range: an output far from the slices.
+  start = volume_lib.plane_slices(scan.isotropic, scan.lr_axis)[indices]
+  start = (start + 0.1 * (hi - lo) * rng.normal(size=start.shape)).astype(np.float32)
+  projected = holdout.project_slices(start, indices, source, scan, config)
+  # As closely as the acquired range allows (`consistency.project_within`). These
+  # slices are samples of a noisy phantom, not Gaussian-profile averages: a slice
+  # holding the scan's brightest noise peak cannot be a Gaussian average of voxels
+  # that are all <= it unless they all equal it, so ~1 % of the range (rms) is left.
+  assert projected.min() >= lo and projected.max() <= hi
+  rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
+  assert rms(reacquire(projected)) < min(2e-2 * (hi - lo), 0.2 * rms(reacquire(start)))
 
 
 def test_a_truth_that_does_not_fit_is_named(setup, tmp_path):

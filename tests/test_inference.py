@@ -330,9 +330,43 @@ def test_data_consistency_makes_the_output_reproduce_the_acquired_slices(workdir
                                           data_consistency=True)
   acquisition = consistency.for_grid(data.shape, affine, plain.shape, out_affine, 1)
   span = float(np.percentile(data, 99.5) - np.percentile(data, 0.5))
-  assert consistency.residual(plain, data, acquisition)["rms"] > 1e-2 * span
-  np.testing.assert_allclose(np.einsum("sk,ikj->isj", acquisition.matrix, consistent), data,
-                             atol=1e-4 * span)
+  before = consistency.residual(plain, data, acquisition)["rms"]
+  assert before > 1e-2 * span
+  # Exact where the acquired range does not bind; the background here is the scan's
+  # minimum, and a slice at the minimum whose Gaussian tails reach tissue cannot be
+  # matched in range (`consistency.project_within`): 0.65 % of the range is left.
+  after = np.einsum("sk,ikj->isj", acquisition.matrix, consistent) - data
+  assert np.sqrt(np.mean(after ** 2)) < min(1e-2 * span, 0.1 * before)
+  assert consistent.min() >= data.min() and consistent.max() <= data.max()
+
+
+def test_data_consistency_keeps_a_zero_background_scan_within_its_range(workdir):
+  """Sharp edges on a zero background (magnitude MRI): with the projection on, no voxel
+  leaves the acquired range, and the slices are still reproduced closely."""
+  from clade_jax.data import consistency  # pylint: disable=g-import-not-at-top
+  params, config = checkpointing.restore_params(workdir)
+  data = (1000.0 * np.clip(phantoms.body_phantom((40, 12, 36), seed=3), 0.0, None)
+          ).astype(np.float32)
+  affine = oblique_affine([1.0, THICK, 1.0])
+  output, out_affine = inference.super_resolve(data, affine, params, config,
+                                               SROptions(progress=False),
+                                               data_consistency=True)
+  assert output.min() >= data.min() == 0.0 and output.max() <= data.max()
+  acquisition = consistency.for_grid(data.shape, affine, output.shape, out_affine, 1)
+  # Random weights start ~10 % (rms) of the range away from the slices; see above.
+  assert consistency.residual(output, data, acquisition)["rms_relative"] < 1e-2
+
+
+def test_a_config_asking_for_an_estimate_gets_one_from_the_input(workdir, scan):
+  """Inference with a config that still says data.slice_profile='estimate' (a run that
+  was not trained through train_and_evaluate) estimates from the input and says so."""
+  config = checkpointing.load_config(workdir)  # a fresh copy: the module's is shared
+  path, data, affine = scan
+  source = volume_lib.Volume(data, affine, path=path)
+  config.data.slice_profile = "estimate"
+  profile, thickness, origin = inference.slice_profile_of(source, config.data)
+  assert profile in ("gaussian", "rect") and 1.0 <= thickness <= 8.0
+  assert origin["spacing_mm"] == pytest.approx(THICK) and origin["profile"] == profile
 
 
 def _infer(*args):

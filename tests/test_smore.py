@@ -305,8 +305,12 @@ def test_train_resume_infer_end_to_end(data_root, tmp_path):
   result = inference.run(resumed, scan, out, figure=False, progress=False,
                          data_consistency=True)
   assert result.method == "SMORE" and result.planes == "both" and result.step == 6
-  assert result.residual_after["max_abs_relative"] < 1e-4
-  assert result.residual_before["max_abs_relative"] > 1e-3  # The projection did work.
+  # Within the acquired range (`consistency.project_within`): the phantom's slices are
+  # samples, not Gaussian averages, so a zero slice whose profile reaches the bright
+  # body next to it cannot be matched in range (1.2 % of the range, rms, is left
+  # however many rounds run: measured 100 to 3000).
+  assert result.residual_after["rms_relative"] < min(
+      2e-2, 0.3 * result.residual_before["rms_relative"])  # The projection did work.
   image = nib.load(out)
   shape, iso_affine, _ = volume_lib.isotropic_geometry(data.shape, affine, 1)
   assert image.shape == shape == (40, 37, 40)
@@ -318,7 +322,10 @@ def test_train_resume_infer_end_to_end(data_root, tmp_path):
   acquisition = consistency.for_grid(data.shape, affine, shape, iso_affine, 1)
   lines = np.moveaxis(np.asarray(image.get_fdata()), 1, 0).reshape(shape[1], -1)
   reacquired = (acquisition.matrix @ lines).reshape(data.shape[1], 40, 40)
-  np.testing.assert_allclose(reacquired, np.moveaxis(data, 1, 0), atol=1e-4 * np.ptp(data))
+  output = np.asarray(image.get_fdata())
+  assert output.min() >= data.min() - 1e-6 and output.max() <= data.max() + 1e-6
+  assert (np.sqrt(np.mean((reacquired - np.moveaxis(data, 1, 0)) ** 2))
+          < 2e-2 * np.ptp(data))
 
   # CLADE on the same scan writes the same header geometry.
   clade_config = mri.get_config()

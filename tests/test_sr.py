@@ -155,8 +155,8 @@ def test_sr_writes_an_aligned_output_with_the_profile_from_the_json_sidecar(tmp_
   np.testing.assert_allclose(image.get_qform(), grid[1], atol=1e-4)
   sidecar = json.loads((out / "scan_sr.json").read_text())
   profile = sidecar["inference"]["slice_profile"]
-  assert (profile["shape"], profile["thickness_mm"]) == ("rect", 3.0)
-  assert "scan.json" in profile["source"]
+  assert (profile["profile"], profile["thickness_mm"]) == ("rect", 3.0)
+  assert "scan.json" in profile["chosen_by"]
   assert sidecar["config"]["data"]["slice_thickness"] == 3.0
   assert (out / "scan_sr_compare.png").stat().st_size > 1000
   row = read_summary(out / "summary.csv")["scan"]
@@ -246,6 +246,7 @@ def test_bids_dataset_gives_derivatives_that_pybids_indexes(tmp_path):
   assert os.path.basename(t2.path) == "sub-02_ses-1_run-1_desc-sr_T2w.nii.gz"
   sidecar = json.loads((deriv / "sub-01" / "anat" / "sub-01_desc-sr_T1w.json").read_text())
   assert sidecar["inference"]["slice_profile"]["thickness_mm"] == 4.0
+  assert "sub-01_T1w.json" in sidecar["inference"]["slice_profile"]["chosen_by"]
   assert len(read_summary(deriv / "summary.csv")) == 2  # The bold run is not anatomical.
 
 
@@ -328,8 +329,8 @@ def test_a_dicom_series_is_converted_once_and_its_header_gives_the_profile(tmp_p
                    *tiny()]) == 0
   sidecar = json.loads((out / "t1_series_sr.json").read_text())
   profile = sidecar["inference"]["slice_profile"]
-  assert (profile["shape"], profile["thickness_mm"], profile["spacing_mm"]) == ("rect", 3.0, 4.0)
-  assert "SliceThickness" in profile["source"]
+  assert (profile["profile"], profile["thickness_mm"], profile["spacing_mm"]) == ("rect", 3.0, 4.0)
+  assert "SliceThickness" in profile["chosen_by"]
   assert sidecar["inference"]["dicom"]["Modality"] == "MR"
   series = dicom.load_series(str(cohort_dir / "t1_series"))
   shape, affine = volume_lib.isotropic_geometry(series.volume.data.shape, series.volume.affine,

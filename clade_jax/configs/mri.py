@@ -40,7 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The acquisition's slice profile along the thick axis, for data consistency: NIfTI
   # stores the slice spacing, not the thickness. Thickness 0 = the spacing (no gap).
   config.data.slice_thickness = 0.0
-  config.data.slice_profile = "gaussian"  # 'gaussian' (FWHM = thickness) or 'rect'.
+  # 'gaussian' (FWHM = thickness), 'rect', or 'estimate': from the scan before training
+  # (clade_jax/data/profile_estimation.py; a slice_thickness given is then kept).
+  config.data.slice_profile = "gaussian"
   config.data.patch_size = 32
   config.data.patches_per_slice = 4
   # A patch is used if at least `min_foreground` of its pixels are brighter than

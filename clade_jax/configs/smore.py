@@ -42,7 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The slice profile that made the thick slices, used for the training pairs and for
   # data consistency. Thickness 0 = the slice spacing (contiguous slices).
   config.data.slice_thickness = 0.0
-  config.data.slice_profile = "gaussian"  # 'gaussian' (FWHM = thickness) or 'rect'.
+  # 'gaussian' (FWHM = thickness), 'rect', or 'estimate': from the scan before training
+  # (clade_jax/data/profile_estimation.py; a slice_thickness given is then kept).
+  config.data.slice_profile = "gaussian"
   config.data.slice_kernel = ()  # A measured profile in output voxels; wins over the two above.
   config.data.patch_size = 48
   config.data.patches_per_slice = 16  # Examples per acquired slice per epoch.

@@ -61,6 +61,18 @@ _WHOLE_VOXEL_TOLERANCE = 1e-6
 # checking that the output grid is the LR volume's isotropic grid.
 _AFFINE_TOLERANCE_MM = 1e-4
 
+# `project_within`: at most this many rounds of (project, clip), stopping once the
+# slice residual's rms is below PROJECTION_TOLERANCE of the range; the projection step
+# over-relaxed by PROJECTION_RELAXATION (any factor in (0, 2) converges). Measured on a
+# sharp-edged phantom with a zero background (48^3, 4 mm slices; the cubic spline, and
+# the spline plus heavy noise, as the output): POCS converges slowly for a Gaussian
+# profile (residual ~1/sqrt(rounds)); 1.5 beat 1.0 and 1.9 in residual and PSNR at 20,
+# 50 and 100 rounds, and every round added PSNR against the truth (0.2-1.7 dB over one
+# projection after the clip at 20 rounds). 1e-3 of the range is ~60 dB down.
+PROJECTION_ITERATIONS = 100
+PROJECTION_TOLERANCE = 1e-3
+PROJECTION_RELAXATION = 1.5
+
 # Robust intensity range of the LR used to express the residual as a fraction.
 _RANGE_PERCENTILES = (0.5, 99.5)
 
@@ -290,6 +302,65 @@ def project(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition, *,
   slices, _ = _lines(lr, axis)
   correction = _correction_operator(acquisition.matrix, regularisation)
   x += correction @ (slices - acquisition.matrix @ x)
+  return np.moveaxis(x.reshape(moved_shape), 0, axis).astype(np.float32)
+
+
+def project_within(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition,
+                   limits: tuple[float, float] | None, *, regularisation: float = 0.0,
+                   iterations: int = PROJECTION_ITERATIONS,
+                   tolerance: float = PROJECTION_TOLERANCE) -> np.ndarray:
+  """`project`, kept within ``limits``: alternating projections, ending in range.
+
+  The projection alone can leave what the scan holds: its correction spreads each
+  slice's residual over the slice's whole profile, so next to a sharp edge on a zero
+  background it undershoots below zero (11 % negative voxels on an MNI152 case).
+  Alternating between the consistent set {x : A x = lr} (`project`, over-relaxed by
+  `PROJECTION_RELAXATION`) and the box ``[lo, hi]`` (a clip) converges to a volume in
+  both when one exists (POCS: both sets are convex, and a volume built from the
+  acquired slices lies in both). The last step is always the clip, so the result is
+  within range; the slice residual left is what the last clip took away.
+
+  Args:
+    volume: the output on the grid of `acquisition`.
+    lr: the acquired slices.
+    acquisition: from `for_grid`.
+    limits: (lo, hi) the output must stay within (the acquired range); None: plain
+      `project`.
+    regularisation: as for `project` (with lam > 0 the first set is the MAP step).
+    iterations: at most this many rounds of (project, clip).
+    tolerance: stop once the slice residual's rms is below this fraction of
+      ``hi - lo`` (or a clip changes nothing).
+
+  Returns:
+    float32 array of the volume's shape, within ``limits``.
+
+  Raises:
+    ValueError: as `project`, or limits that are not increasing.
+  """
+  if limits is None:
+    return project(volume, lr, acquisition, regularisation=regularisation)
+  lo, hi = float(limits[0]), float(limits[1])
+  if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+    raise ValueError(f"limits must be finite (lo, hi) with lo <= hi, got {limits}")
+  if not (math.isfinite(regularisation) and regularisation >= 0):
+    raise ValueError(f"regularisation must be finite and >= 0, got {regularisation}")
+  _check_pair(volume, lr, acquisition)
+  axis = acquisition.thick_axis
+  x, moved_shape = _lines(volume, axis)
+  slices, _ = _lines(lr, axis)
+  correction = _correction_operator(acquisition.matrix, regularisation)
+  # The first round is the plain projection; later ones are over-relaxed.
+  relaxation = 1.0
+  for _ in range(max(1, int(iterations))):
+    difference = slices - acquisition.matrix @ x
+    if relaxation > 1.0 and np.sqrt(np.mean(np.square(difference))) <= tolerance * (hi - lo):
+      break
+    x += relaxation * (correction @ difference)
+    clipped = np.clip(x, lo, hi)
+    if np.array_equal(clipped, x):
+      break
+    x, relaxation = clipped, PROJECTION_RELAXATION
+  x = np.clip(x, lo, hi)
   return np.moveaxis(x.reshape(moved_shape), 0, axis).astype(np.float32)
 
 

@@ -153,7 +153,11 @@ def from_config(data_config) -> tuple[str | np.ndarray, float | None]:
   kernel = tuple(data_config.get("slice_kernel", ()) or ())
   thickness = float(data_config.get("slice_thickness", 0.0) or 0.0) or None
   if not kernel:
-    return data_config.get("slice_profile", "gaussian"), thickness
+    profile = data_config.get("slice_profile", "gaussian")
+    if profile == "estimate":
+      raise ValueError("data.slice_profile='estimate' is resolved from the scan before use "
+                       "(profile_estimation.resolve_config); this config was not")
+    return profile, thickness
   if thickness is not None:
     raise ValueError("data.slice_kernel sets the slice thickness; leave "
                      "data.slice_thickness at 0")

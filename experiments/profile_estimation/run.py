@@ -1,0 +1,92 @@
+"""Slice-profile estimation on the MNI152 protocol: true against estimated, each profile.
+
+The template (experiments/ground_truth) is re-acquired along A-P (voxel axis 1) with
+known profiles: Gaussian and rectangular, contiguous and with gaps, whole and
+fractional spacing ratios, without noise and with 2 % Rician noise; each thick-slice
+volume goes through `profile_estimation.estimate_profile` (numpy only, seconds).
+Slices at fractional positions (4.5 mm on the 1 mm template) use the acquisition
+matrix of `consistency`, which integrates the profile over each fine voxel, the
+same model `degrade` uses at whole positions.
+
+    python experiments/profile_estimation/run.py [--out experiments/profile_estimation/table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, ROOT)
+
+from clade_jax import atomic  # noqa: E402
+from clade_jax.data import consistency, degrade, demo, profile_estimation  # noqa: E402
+from clade_jax.data.volume import voxel_spacing  # noqa: E402
+
+THICK_AXIS = 1
+# (profile, spacing mm, thickness mm): contiguous, gaps, overlap, fractional ratios.
+CASES = [
+    ("gaussian", 6.0, 6.0), ("rect", 6.0, 6.0),
+    ("gaussian", 4.0, 4.0), ("rect", 4.0, 4.0),
+    ("gaussian", 4.0, 3.0), ("rect", 4.0, 3.0),  # gaps: 3 mm every 4 mm
+    ("gaussian", 5.0, 5.0), ("rect", 5.0, 2.5),  # 5 mm, and a wide gap
+    ("gaussian", 4.5, 4.5), ("rect", 4.5, 4.5),  # fractional spacing ratio
+    ("gaussian", 3.0, 4.5), ("rect", 4.5, 3.5),  # overlap; fractional with a gap
+]
+NOISE = (0.0, 0.02)
+
+
+def acquire(truth: np.ndarray, spacing: float, thickness: float, profile: str,
+            noise: float, seed: int = 0) -> np.ndarray:
+  """Thick slices every `spacing` mm along axis 1 of a 1 mm volume (see the docstring)."""
+  n = truth.shape[THICK_AXIS]
+  centres = np.arange(0.0, n - 1, spacing)
+  matrix = consistency.acquisition_matrix(n, centres, thickness, profile)
+  lr = np.einsum("jn,anb->ajb", matrix, truth.astype(np.float64))
+  if noise:
+    lr = degrade.add_noise(lr, noise, seed)
+  return lr
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "table.md"))
+  args = parser.parse_args(argv)
+  template = demo.load_template()
+  assert np.allclose(voxel_spacing(template.affine), 1.0)
+  rows = ["| true profile | spacing (mm) | true thickness (mm) | noise | estimated profile | "
+          "estimated thickness (mm) | error | true family's fit (mm) | its error | seconds |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+  errors, family_errors, right = [], [], 0
+  for profile, spacing, thickness in CASES:
+    for noise in NOISE:
+      lr = acquire(template.data, spacing, thickness, profile, noise)
+      start = time.perf_counter()
+      estimate = profile_estimation.estimate_profile(lr, (1.0, spacing, 1.0), THICK_AXIS)
+      seconds = time.perf_counter() - start
+      relative = estimate.thickness_mm / thickness - 1.0
+      in_family = (estimate.thickness_mm if estimate.profile == profile
+                   else estimate.runner_up["thickness_mm"])
+      family_relative = in_family / thickness - 1.0
+      errors.append(abs(relative))
+      family_errors.append(abs(family_relative))
+      right += estimate.profile == profile
+      rows.append(f"| {profile} | {spacing:g} | {thickness:g} | {noise:.0%} | "
+                  f"{estimate.profile} | {estimate.thickness_mm:.2f} | {relative:+.1%} | "
+                  f"{in_family:.2f} | {family_relative:+.1%} | {seconds:.1f} |")
+      print(rows[-1], flush=True)
+  within = lambda values: sum(v <= 0.1 for v in values)
+  rows += ["", f"Family right in {right} of {len(errors)} cases; estimated thickness within 10 % "
+           f"in {within(errors)}; the true family's fit within 10 % in "
+           f"{within(family_errors)}."]
+  atomic.write_text(args.out, "\n".join(rows) + "\n")
+  print(f"wrote {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
