@@ -49,6 +49,9 @@ METHOD_CONFIGS = {
     "ae_interp": "ae_interp",
 }
 DEFAULT_METHOD = "smore"
+# The slice profile of a scan whose metadata says nothing; chosen by measurement
+# (experiments/profile_estimation/README.md, "clade-jax sr's default").
+UNKNOWN_PROFILE = "estimate"
 
 
 class SetupError(ValueError):
@@ -62,7 +65,7 @@ class Options:
   method: str = DEFAULT_METHOD
   budget: str = "standard"
   slice_thickness: float | None = None  # mm; None: from metadata or the default.
-  slice_profile: str | None = None  # 'gaussian' or 'rect'; None: the method's default.
+  slice_profile: str | None = None  # 'gaussian', 'rect' or 'estimate'; None: see below.
   overrides: tuple[tuple[str, str], ...] = ()  # --set FIELD=VALUE, in order.
   report: bool = True
   progress: bool = True
@@ -72,7 +75,7 @@ class Options:
 class Profile:
   """The slice profile a scan is trained and checked with, and where it came from."""
 
-  shape: str | None  # 'gaussian' or 'rect'; None keeps the config's.
+  shape: str | None  # 'gaussian', 'rect' or 'estimate'; None keeps the config's.
   thickness_mm: float | None  # None: the slice spacing.
   spacing_mm: float | None
   source: str  # In words, for the log and the sidecar.
@@ -142,12 +145,19 @@ def apply_overrides(config, overrides) -> None:
 
 
 def base_config(method: str, budget: str):
-  """The method's config at the budget (`budgets.config_arg`), before any scan."""
+  """The method's config at the budget (`budgets.config_arg`), before any scan.
+
+  Raises:
+    SetupError: an unknown method or budget.
+  """
   from clade_jax import budgets  # pylint: disable=g-import-not-at-top
   if method not in METHOD_CONFIGS:
     raise SetupError(f"--method {method}: not one of {', '.join(METHOD_CONFIGS)}")
+  if budget not in budgets.BUDGETS:
+    raise SetupError(f"--budget {budget}: not one of {', '.join(budgets.BUDGETS)}")
   module = importlib.import_module(f"clade_jax.configs.{METHOD_CONFIGS[method]}")
-  return module.get_config(budgets.config_arg(method, budget))
+  # The budgets are SMORE's (measured); other methods train their config as shipped.
+  return module.get_config(budgets.config_arg(budget) if method == "smore" else None)
 
 
 def make_config(options: Options, data_root: str, profile: Profile):
@@ -218,7 +228,11 @@ def choose_profile(options: Options, metadata=None, spacing_mm: float | None = N
     shape = "rect"
     said.append("rect profile (the shape of a scanner's slice; the header gives only "
                 "its width)")
-  if not said:
+  if not said and UNKNOWN_PROFILE == "estimate":
+    shape = "estimate"
+    said.append("no slice metadata: profile and thickness estimated from the scan; give "
+                "--slice-thickness/--slice-profile if you know them")
+  elif not said:
     said.append("no slice metadata: the method's default profile (Gaussian, FWHM = "
                 "slice spacing); give --slice-thickness/--slice-profile if you know them")
   return Profile(shape=shape, thickness_mm=thickness, spacing_mm=spacing_mm,

@@ -105,7 +105,7 @@ def test_profile_comes_from_the_command_line_then_metadata_then_the_default():
   meta = acquisition.SliceMetadata(thickness_mm=3.0, spacing_mm=4.0,
                                    thickness_source="scan.json: SliceThickness")
   default = cohort.choose_profile(cohort.Options(), None)
-  assert (default.shape, default.thickness_mm) == (None, None)
+  assert (default.shape, default.thickness_mm) == (cohort.UNKNOWN_PROFILE, None)
   assert "no slice metadata" in default.source
   from_meta = cohort.choose_profile(cohort.Options(), meta)
   assert (from_meta.shape, from_meta.thickness_mm, from_meta.spacing_mm) == ("rect", 3.0, 4.0)

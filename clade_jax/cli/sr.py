@@ -51,7 +51,7 @@ def _positive(text: str) -> float:
 def budget_table() -> str:
   """The budgets' measured costs, for --help."""
   from clade_jax import budgets  # pylint: disable=g-import-not-at-top
-  return budgets.describe()
+  return "\n".join("  " + b.describe() for b in budgets.BUDGETS.values())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,9 +79,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="the acquired slice thickness in mm (default: from the DICOM "
                            "header or the scan's JSON sidecar, else the slice spacing); "
                            "free: it only changes what the method is taught")
-  parser.add_argument("--slice-profile", choices=("gaussian", "rect"),
-                      help="the slice profile's shape (default: rect when the thickness "
-                           "comes from metadata, else the method's Gaussian)")
+  parser.add_argument("--slice-profile", choices=("gaussian", "rect", "estimate"),
+                      help="the slice profile's shape: estimate fits shape and thickness to "
+                           "the scan itself (a few seconds). Default: rect when the "
+                           "thickness comes from metadata, else "
+                           f"{cohort.UNKNOWN_PROFILE}")
   parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                       help="where JAX runs: auto takes a GPU when one is visible (install "
                            "clade-jax[cuda]), else the CPU; a GPU is ~10x faster per scan")

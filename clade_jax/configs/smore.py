@@ -18,15 +18,31 @@ budget this project measures on 2 CPU cores (experiments/ground_truth/README.md)
 narrow network (32 channels, 6 blocks), batch 16, 2,500 steps; `:demo` is that on the
 bundled MNI152 volume with 600 steps, `:small` a laptop check. Watch `loss/l1` fall
 below `loss/l1_input` (what the interpolation alone scores) and the sample grids.
+
+`:quick`, `:standard` and `:thorough` are the per-scan budgets of `clade-jax sr
+--budget` (clade_jax/budgets.py lists what each costs and buys on the MNI152 protocol,
+measured by benchmarks/time_to_quality.py on 2 CPU cores): each sets the network,
+patch, steps and learning rate of `BUDGETS`, one checkpoint and one sample grid at the
+end, and combines with `demo` (the data) but not with `cpu`/`small` (other sizes).
 """
 
 import ml_collections
 
 from clade_jax.configs import common
 
+# Per-scan budgets on a CPU (clade_jax/budgets.py): network, patch, steps and rate.
+BUDGETS = {
+    "quick": dict(features=16, num_blocks=4, batch_size=16, patch_size=32, num_steps=300,
+                  learning_rate=1e-3, warmup_steps=20),
+    "standard": dict(features=16, num_blocks=4, batch_size=16, patch_size=32, num_steps=2000,
+                     learning_rate=1e-3, warmup_steps=50),
+    "thorough": dict(features=24, num_blocks=4, batch_size=16, patch_size=32, num_steps=3000,
+                     learning_rate=1e-3, warmup_steps=100),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  parts = common.parse_arg(arg, extra=("cpu",))
+  parts = common.parse_arg(arg, extra=("cpu", *BUDGETS))
   config = ml_collections.ConfigDict()
   config.method = "smore"  # clade_jax/methods/smore.py
   config.seed = 0
@@ -115,4 +131,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 10
     config.train.sample_every = 100
     config.ckpt.every = 100
+  budget = parts & set(BUDGETS)
+  if len(budget) > 1 or (budget and parts & {"cpu", "small"}):
+    raise ValueError(f"config arguments {', '.join(sorted(budget | (parts & {'cpu', 'small'})))} "
+                     "exclude each other: a budget sets the size")
+  if budget:
+    use_budget(config, BUDGETS[budget.pop()])
   return config
+
+
+def use_budget(config: ml_collections.ConfigDict, budget: dict) -> None:
+  """Sizes `config` for one scan on a CPU: one checkpoint, one picture, at the end."""
+  config.model.features = budget["features"]
+  config.model.num_blocks = budget["num_blocks"]
+  config.model.residual_scale = 1.0
+  config.data.patch_size = budget["patch_size"]
+  config.train.batch_size = budget["batch_size"]
+  config.train.num_steps = budget["num_steps"]
+  config.train.learning_rate = budget["learning_rate"]
+  config.train.warmup_steps = budget["warmup_steps"]
+  config.train.log_every = 50
+  config.train.sample_every = budget["num_steps"]
+  config.ckpt.every = budget["num_steps"]
+  config.ckpt.keep = 1
