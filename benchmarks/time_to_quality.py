@@ -7,8 +7,9 @@ everything (interpreter, imports, compilation or the compilation cache, data, tr
 inference, writing the output); PSNR and 3D SSIM are scored inside the truth's
 foreground as `evaluate.py` scores them, against cubic B-spline on the same phase.
 
-    python benchmarks/time_to_quality.py                      # quick + standard, ~15 min
-    python benchmarks/time_to_quality.py --budgets thorough --profiles gaussian --phases 1
+    python benchmarks/time_to_quality.py                      # quick + standard, ~13 min
+    python benchmarks/time_to_quality.py --budgets thorough --profiles gaussian --phases 1 \
+        --include runs/time_to_quality/time_to_quality.csv    # + thorough, ~9 min
     python benchmarks/time_to_quality.py --tiny               # smoke test, seconds
 
 Writes <out>/time_to_quality.csv, the curve (benchmarks/time_to_quality.png) and, unless
@@ -155,11 +156,23 @@ def load_average() -> str:
 
 
 def summarise(table):
-  """Mean per budget and profile: wall seconds, PSNR/SSIM and their gains over cubic."""
-  means = table.groupby(["budget", "profile"], sort=False)[
-      ["wall_s", "train_s", "infer_s", "psnr", "psnr_gain", "ssim", "ssim_gain"]].mean()
-  means.insert(0, "phases", table.groupby(["budget", "profile"], sort=False).size())
+  """Mean per budget and profile: seconds, PSNR/SSIM and their gains over cubic."""
+  groups = table.groupby(["budget", "profile"], sort=False)
+  means = groups[["wall_s", "cpu_s", "train_s", "infer_s", "psnr", "psnr_gain", "ssim",
+                  "ssim_gain"]].mean()
+  means.insert(0, "phases", groups.size())
   return means
+
+
+def summary_markdown(means) -> str:
+  """`summarise`'s table in markdown: seconds whole, PSNR to 0.01 dB, SSIM to 1e-4."""
+  import common  # noqa: PLC0415
+  digits = {"psnr": 2, "psnr_gain": 2, "ssim": 4, "ssim_gain": 4}
+  text = means.reset_index().set_index("budget").copy()
+  for column in text.columns:
+    if column in digits or column.endswith("_s"):
+      text[column] = [f"{v:.{digits.get(column, 0)}f}" for v in text[column]]
+  return common.markdown(text)
 
 
 def plot(table, path: str) -> None:
@@ -251,8 +264,7 @@ def main(argv=None) -> None:
   if args.include:
     import pandas as pd  # noqa: PLC0415
     table = pd.concat([pd.read_csv(path) for path in args.include] + [table], ignore_index=True)
-  summary = summarise(table)
-  summary_md = common.markdown(summary.reset_index().set_index("budget"), decimals=2)
+  summary_md = summary_markdown(summarise(table))
   print(summary_md)
   if args.tiny:
     return
