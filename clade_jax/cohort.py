@@ -295,7 +295,7 @@ def process_scan(scan: scans_lib.Scan, options: Options, work_root: str) -> Row:
       return row
     config = make_config(options, nifti, profile)
     workdir = os.path.join(work, key, "run")
-    train_s = _train(config, workdir)
+    train_s = _train(config, workdir, options.progress)
     _infer_into(row, scan, workdir, nifti, profile, facts, options, train_s, status_path,
                 start)
   except KeyboardInterrupt:
@@ -324,11 +324,11 @@ def _one_line(e: BaseException) -> str:
   return text if _expected(e) else f"{type(e).__name__}: {text}"
 
 
-def _train(config, workdir: str) -> float:
+def _train(config, workdir: str, progress: bool = True) -> float:
   """Trains (or resumes, or finds finished) the run in `workdir`; returns seconds."""
   from clade_jax import train  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, progress=progress)
   return time.perf_counter() - start
 
 
@@ -482,7 +482,8 @@ def run_shared(scans: list[scans_lib.Scan], out: str, options: Options, *,
       if not os.path.lexists(link):
         os.symlink(os.path.abspath(nifti), link)
     try:
-      train_s = _train(make_config(options, inputs, profile), os.path.join(shared, "run"))
+      train_s = _train(make_config(options, inputs, profile), os.path.join(shared, "run"),
+                       options.progress)
     except Exception as e:  # pylint: disable=broad-except
       for i, *_ in readable:
         rows[i].status, rows[i].reason = "failed", "training the shared model: " + _one_line(e)

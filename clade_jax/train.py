@@ -90,7 +90,7 @@ def total_steps(config, source) -> int:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       started: float | None = None):
+                       started: float | None = None, progress: bool = True):
   """Trains (or resumes training) and writes checkpoints, metrics and pictures.
 
   Args:
@@ -98,6 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: where checkpoints, metrics and pictures go.
     started: `time.perf_counter()` when the command began, for the start-up time
       logged at the first step (`startup_seconds`); default: now.
+    progress: show the progress bar (a cohort's log files want none).
 
   Returns:
     The final train state.
@@ -170,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   state = init_fn(seed)
   return _train_loop(config, workdir, method, volumes, source, num_steps, state,
                      step_fn, sample_fn, batch_sharding, replicated, started, truth,
-                     compiling)
+                     compiling, progress)
 
 
 def _background(fun, *args) -> concurrent.futures.Future:
@@ -186,7 +187,8 @@ def _background(fun, *args) -> concurrent.futures.Future:
 
 
 def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding, replicated, started, truth=None, compiling=None):
+                sample_fn, batch_sharding, replicated, started, truth=None, compiling=None,
+                progress=True):
   block, blocks = distributed.batch_shard(batch_sharding, config.train.batch_size)
   dataset = patches_lib.make_dataset(source, config.train.batch_size // blocks,
                                      seed=config.seed, shard_index=block, shard_count=blocks)
@@ -215,7 +217,7 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   if compiling is not None:
     compiling.result()  # Raises what compiling raised.
   bar = tqdm(total=num_steps, initial=start, desc=f"training {name}", unit="step",
-             disable=not is_main, dynamic_ncols=True)
+             disable=not (is_main and progress), dynamic_ncols=True)
   stop = _Interrupt()
   step, stopping = start, False
   with stop:

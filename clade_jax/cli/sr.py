@@ -123,7 +123,7 @@ def main(argv=None) -> int:
   args = parse_args(argv)
   _select_device(args.device)
   if not args.progress:
-    os.environ["TQDM_DISABLE"] = "1"  # Training's and inference's bars too.
+    os.environ["TQDM_DISABLE"] = "1"  # Bars of code that takes no progress flag.
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO.
   from clade_jax import scans  # pylint: disable=g-import-not-at-top

@@ -22,8 +22,9 @@ below `loss/l1_input` (what the interpolation alone scores) and the sample grids
 `:quick`, `:standard` and `:thorough` are the per-scan budgets of `clade-jax sr
 --budget` (clade_jax/budgets.py lists what each costs and buys on the MNI152 protocol,
 measured by benchmarks/time_to_quality.py on 2 CPU cores): each sets the network,
-patch, steps and learning rate of `BUDGETS`, one checkpoint and one sample grid at the
-end, and combines with `demo` (the data) but not with `cpu`/`small` (other sizes).
+patch, steps and learning rate of `BUDGETS`, a checkpoint every 500 steps and one
+sample grid at the end, and combines with `demo` (the data) but not with `cpu`/`small`
+(other sizes).
 """
 
 import ml_collections
@@ -141,7 +142,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def use_budget(config: ml_collections.ConfigDict, budget: dict) -> None:
-  """Sizes `config` for one scan on a CPU: one checkpoint, one picture, at the end."""
+  """Sizes `config` for one scan on a CPU: a checkpoint every 500 steps, a picture at the end."""
   config.model.features = budget["features"]
   config.model.num_blocks = budget["num_blocks"]
   config.model.residual_scale = 1.0
@@ -152,5 +153,7 @@ def use_budget(config: ml_collections.ConfigDict, budget: dict) -> None:
   config.train.warmup_steps = budget["warmup_steps"]
   config.train.log_every = 50
   config.train.sample_every = budget["num_steps"]
-  config.ckpt.every = budget["num_steps"]
+  # A checkpoint every 500 steps (quick: at the end only): a cohort killed mid-scan
+  # resumes that scan from its last one for under a second of saving each.
+  config.ckpt.every = min(500, budget["num_steps"])
   config.ckpt.keep = 1
