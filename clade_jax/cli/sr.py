@@ -20,7 +20,7 @@ import sys
 
 from clade_jax import cohort
 
-RESULTS_LINK = "benchmarks/RESULTS.md, section 'clade-jax sr budgets'"
+RESULTS_LINK = "benchmarks/RESULTS.md, section 'clade-jax sr budgets'"  # Its heading.
 
 
 def _shard(text: str) -> tuple[int, int]:
