@@ -193,10 +193,11 @@ def check(options: Options) -> None:
     raise SetupError(str(e)) from None
 
 
-def run_key(options: Options, profile: Profile) -> str:
-  """Names a scan's run folder: another method, budget, profile or --set trains anew."""
+def run_key(options: Options, profile: Profile, scan_names: tuple[str, ...] = ()) -> str:
+  """Names a run folder: another method, budget, profile, --set (or, for a shared
+  model, another set of scans) trains anew."""
   text = json.dumps([options.method, options.budget, list(options.overrides),
-                     profile.shape, profile.thickness_mm], sort_keys=True)
+                     profile.shape, profile.thickness_mm, list(scan_names)], sort_keys=True)
   return f"{options.method}-{options.budget}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
@@ -242,7 +243,7 @@ def choose_profile(options: Options, metadata=None, spacing_mm: float | None = N
 # ---------------------------------------------------------------------------- one scan
 
 
-def _read_status(path: str) -> dict | None:
+def _read_json(path: str) -> dict | None:
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
@@ -267,7 +268,7 @@ def _update_sidecar(output: str, facts: dict, profile: Profile) -> None:
   """Adds what `clade-jax sr` chose, and why, to the sidecar inference wrote."""
   from clade_jax import inference  # pylint: disable=g-import-not-at-top
   path = inference.provenance_path(output)
-  info = _read_status(path) or {}
+  info = _read_json(path) or {}
   info.setdefault("inference", {}).update(facts)
   # Inference recorded the profile the run used (an estimate resolved); add why.
   used = info["inference"].setdefault("slice_profile", {})
@@ -431,7 +432,7 @@ def run(scans: list[scans_lib.Scan], out: str, options: Options, *,
 
 def _skip_if_done(row: Row, status_path: str) -> bool:
   """Fills `row` from an earlier run's status and says so, if that run finished."""
-  status = _read_status(status_path)
+  status = _read_json(status_path)
   if not (status and status.get("status") == "done" and os.path.exists(row.output)):
     return False
   row.__dict__.update({k: v for k, v in status.items() if k in Row.__dataclass_fields__})
@@ -472,8 +473,7 @@ def run_shared(scans: list[scans_lib.Scan], out: str, options: Options, *,
   if readable:
     profile = readable[0][2]
     names = sorted(scans[i].name for i, *_ in readable)
-    key = run_key(dataclasses.replace(options, overrides=(*options.overrides, ("#scans", ",".join(names)))),
-                  profile)
+    key = run_key(options, profile, tuple(names))
     shared = os.path.join(work_root, "shared-model", key)
     inputs = os.path.join(shared, "inputs")
     os.makedirs(inputs, exist_ok=True)

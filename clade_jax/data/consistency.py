@@ -254,6 +254,16 @@ def _correction_operator(matrix: np.ndarray, regularisation: float) -> np.ndarra
   return vt.T @ (gain[:, None] * u.T)
 
 
+def _projection_problem(volume, lr, acquisition: Acquisition, regularisation: float):
+  """Checked inputs of a projection: (volume lines, slice lines, moved shape, correction)."""
+  if not (math.isfinite(regularisation) and regularisation >= 0):
+    raise ValueError(f"regularisation must be finite and >= 0, got {regularisation}")
+  _check_pair(volume, lr, acquisition)
+  x, moved_shape = _lines(volume, acquisition.thick_axis)
+  slices, _ = _lines(lr, acquisition.thick_axis)
+  return x, slices, moved_shape, _correction_operator(acquisition.matrix, regularisation)
+
+
 def project(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition, *,
             regularisation: float = 0.0) -> np.ndarray:
   """Corrects `volume` so that re-acquiring it reproduces the slices `lr`.
@@ -294,15 +304,10 @@ def project(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition, *,
     ValueError: shapes that do not match the acquisition, non-finite values, or a
       negative regularisation.
   """
-  if not (math.isfinite(regularisation) and regularisation >= 0):
-    raise ValueError(f"regularisation must be finite and >= 0, got {regularisation}")
-  _check_pair(volume, lr, acquisition)
-  axis = acquisition.thick_axis
-  x, moved_shape = _lines(volume, axis)
-  slices, _ = _lines(lr, axis)
-  correction = _correction_operator(acquisition.matrix, regularisation)
+  x, slices, moved_shape, correction = _projection_problem(volume, lr, acquisition,
+                                                          regularisation)
   x += correction @ (slices - acquisition.matrix @ x)
-  return np.moveaxis(x.reshape(moved_shape), 0, axis).astype(np.float32)
+  return np.moveaxis(x.reshape(moved_shape), 0, acquisition.thick_axis).astype(np.float32)
 
 
 def project_within(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition,
@@ -342,13 +347,9 @@ def project_within(volume: np.ndarray, lr: np.ndarray, acquisition: Acquisition,
   lo, hi = float(limits[0]), float(limits[1])
   if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
     raise ValueError(f"limits must be finite (lo, hi) with lo <= hi, got {limits}")
-  if not (math.isfinite(regularisation) and regularisation >= 0):
-    raise ValueError(f"regularisation must be finite and >= 0, got {regularisation}")
-  _check_pair(volume, lr, acquisition)
+  x, slices, moved_shape, correction = _projection_problem(volume, lr, acquisition,
+                                                          regularisation)
   axis = acquisition.thick_axis
-  x, moved_shape = _lines(volume, axis)
-  slices, _ = _lines(lr, axis)
-  correction = _correction_operator(acquisition.matrix, regularisation)
   # The first round is the plain projection; later ones are over-relaxed.
   relaxation = 1.0
   for _ in range(max(1, int(iterations))):
