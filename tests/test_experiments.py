@@ -165,7 +165,7 @@ def test_tiny_lambda_grid_ranks_its_cells(tiny_comparison, tmp_path):
   protocol, _ = tiny_comparison
   assert _script("lambda_grid").main([
       "--tiny", "--phases", "2", "--config", "configs/mri.py:small", "--cells", "1,0,5",
-      "--stride", "8", "--protocol", str(protocol), "--out", str(tmp_path)]) == 0
+      "--steps", "2", "--stride", "8", "--protocol", str(protocol), "--out", str(tmp_path)]) == 0
   text = (tmp_path / "lambda_grid.md").read_text()
   assert "Ranked by PIQUE" in text and "Ranked by PSNR" in text
   assert "cyc1_ident0_gmap5" in _table(tmp_path / "lambda_grid.md")
