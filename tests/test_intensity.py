@@ -26,16 +26,17 @@ BRIGHT, DARK = 9000.0, -4000.0  # Far beyond a window fitted to the 100..1100 bo
 UNIFORM = 600.0
 
 # (config module, overrides for a tiny untrained network, SROptions.mode). One entry
-# per method and inference mode; the networks get random weights.
-_TINY_CLADE = {"model.features": 4, "model.num_blocks": 1, "model.disc_features": 4}
+# per method and inference mode; the networks get random weights. XLA's convolutions:
+# the CPU default (Winograd) takes minutes to compile the autoencoder's decoder, and
+# the formulations' equality is tests/test_layers_fast.py's job.
+_TINY = {"model.features": 4, "model.num_blocks": 1, "model.conv_impl": "xla"}
+_TINY_CLADE = {**_TINY, "model.disc_features": 4}
 METHOD_CASES = [
     pytest.param(("configs.mri", _TINY_CLADE, "patch"), id="clade-patch"),
     pytest.param(("configs.mri", _TINY_CLADE, "full"), id="clade-full"),
-    pytest.param(("configs.smore", {"model.features": 4, "model.num_blocks": 1}, "full"),
-                 id="smore-full"),
-    pytest.param(("configs.smore", {"model.features": 4, "model.num_blocks": 1}, "patch"),
-                 id="smore-patch"),
-    pytest.param(("configs.ae_interp", {"model.features": 4, "model.num_blocks": 2}, "full"),
+    pytest.param(("configs.smore", _TINY, "full"), id="smore-full"),
+    pytest.param(("configs.smore", _TINY, "patch"), id="smore-patch"),
+    pytest.param(("configs.ae_interp", {**_TINY, "model.num_blocks": 2}, "full"),
                  id="ae_interp"),
 ]
 
