@@ -313,7 +313,7 @@ def run(
     batch_size: Patches per generator call; default ``eval.batch_size``.
     mode: ``'patch'`` or ``'full'``; default ``eval.mode``.
     planes: ``'trained'`` or ``'both'`` (see `volume_srr.SROptions`); default the
-      run's ``eval.planes`` (SMORE: both), else ``'trained'``.
+      run's ``eval.planes`` (SMORE: both; CLADE: ``data.lr_planes``), else ``'trained'``.
     data_consistency: Project onto the acquired slices; default the run's
       ``eval.data_consistency``.
     volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.

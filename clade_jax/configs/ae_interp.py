@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.method = "ae_interp"  # clade_jax/methods/ae_interp.py
 
   del config.data.hr_slices  # CLADE's domain Y; every slice here is an acquired one.
+  del config.data.lr_planes  # CLADE's domain X.
   config.data.patch_size = 128
   config.data.patches_per_slice = 8
   config.data.min_foreground = 0.1  # Edge slices have little anatomy but are needed too.

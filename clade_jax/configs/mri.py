@@ -32,6 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.truth = ""
   config.data.thick_axis = -1  # Voxel axis of the thick slices; -1 detects it.
   config.data.lr_plane = "auto"  # LR slices: auto (first in-plane axis), sagittal, coronal, axial.
+  # Domain X: 'trained' (slices of the lr_plane only, the paper) or 'both' (also of the
+  # other plane that contains the thick axis, turned to match: the paper's future work).
+  config.data.lr_planes = "trained"
   config.data.target_spacing = 0.0  # Isotropic spacing in mm; 0 = finest in-plane spacing.
   # A 4D file: which volume to use (-1: the file must hold one). Complex data: 'refuse'
   # or 'magnitude' (|z|, the phase dropped).
@@ -109,6 +112,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # cosine that fades each patch out towards its border: no visible patch grid).
   config.eval.blend = "flat"
   config.eval.tta = False  # Average G_X over the 4 flips of each patch (4x the time).
+  # Planes to super-resolve: 'trained' (lr_plane), 'both' (both low-resolution planes,
+  # averaged; twice the time) or 'auto' (those of data.lr_planes).
+  config.eval.planes = "auto"
   config.eval.batch_size = 256  # Patches per generator call at inference.
   # Project the output onto the volumes that re-acquired with the slice profile give
   # the acquired slices (clade_jax/data/consistency.py). Off: the paper has no such step.

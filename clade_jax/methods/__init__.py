@@ -35,6 +35,9 @@ provides:
       compute on its own device.
   progress_metrics: tuple[str, ...] (optional)
       Metric names shown on the progress bar.
+  resolve_config(config) -> None (optional)
+      Fills the method's 'auto' config fields in place once the training volumes are
+      prepared, before the run's config.json is written (CLADE: ``eval.planes``).
   config_ranges: {dotted field: config_validation.Range} (optional)
   config_enums: {dotted field: (allowed values, ...)} (optional)
       The method's own config fields, checked before any work starts like the shared
