@@ -59,11 +59,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from scipy import ndimage
 import tqdm
 
 from clade_jax import volume_srr
 from clade_jax.config_validation import ConfigError, Range
+from clade_jax.data import foreground
 from clade_jax.data import volume as volume_lib
 from clade_jax.models import convolution
 from clade_jax.models.autoencoder import Autoencoder
@@ -148,16 +148,14 @@ class InPlanePatches:
   def __init__(self, volumes, *, patch_size=128, patches_per_slice=8, min_foreground=0.1,
                background_level=0.05, intensity_scale=0.1, intensity_shift=0.1, seed=0):
     self.patch_size = patch_size
-    self.min_foreground = min_foreground - 1e-6
-    self.threshold = -1.0 + 2.0 * background_level
+    self.foreground = foreground.ForegroundPatches(patch_size, min_foreground,
+                                                   background_level)
     self.intensity_scale = intensity_scale
     self.intensity_shift = intensity_shift
     self.seed = seed
     self.stacks = [volume_lib.plane_slices(v.normalised_acquired, v.thick_axis)
                    for v in volumes]
-    self.slices = [(v, int(s)) for v, stack in enumerate(self.stacks)
-                   for s in np.flatnonzero(
-                       self._foreground_fraction(stack).max(axis=(1, 2)) >= self.min_foreground)]
+    self.slices = self.foreground.usable_slices(self.stacks)
     if not self.slices:
       raise volume_lib.VolumeError(
           f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no acquired slice has a "
@@ -168,32 +166,10 @@ class InPlanePatches:
   def __len__(self) -> int:
     return self.epoch_length
 
-  def _foreground_fraction(self, stack: np.ndarray) -> np.ndarray:
-    """Foreground fraction of the patch at every corner (r, c): [S, H-P+1, W-P+1]."""
-    p = self.patch_size
-    mean = ndimage.uniform_filter((stack > self.threshold).astype(np.float32),
-                                  size=(1, p, p), mode="constant")
-    lo = p // 2  # uniform_filter centres its window; index (r, c) is the patch at (r, c).
-    return mean[:, lo:lo + stack.shape[1] - p + 1, lo:lo + stack.shape[2] - p + 1]
-
-  def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random patch with enough foreground: a few cheap draws, then an exact search."""
-    p = self.patch_size
-    h, w = image.shape
-    for _ in range(8):
-      r, c = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
-      patch = image[r:r + p, c:c + p]
-      if np.mean(patch > self.threshold) >= self.min_foreground:
-        return patch
-    fraction = self._foreground_fraction(image[None])[0]
-    r, c = np.unravel_index(rng.choice(np.flatnonzero(fraction >= self.min_foreground)),
-                            fraction.shape)
-    return image[r:r + p, c:c + p]
-
   def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, index])
     v, s = self.slices[record % len(self.slices)]
-    patch = np.rot90(self._crop(self.stacks[v][s], rng), k=int(rng.integers(4)))
+    patch = np.rot90(self.foreground.crop(self.stacks[v][s], rng), k=int(rng.integers(4)))
     gain = rng.uniform(1.0 - self.intensity_scale, 1.0 + self.intensity_scale)
     offset = rng.uniform(-self.intensity_shift, self.intensity_shift)
     patch = (patch + 1.0) * gain - 1.0 + offset
