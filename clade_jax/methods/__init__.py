@@ -13,7 +13,13 @@ provides:
       Training examples from the prepared volumes (`data.patches.PreparedVolume`):
       `len(source)` examples an epoch, `source.sample(record, index)` a dict of float32
       arrays, a pure function of (record, index). `holdout` lists the (volume, slice)
-      pairs of the trained low-resolution plane that must not be trained on.
+      pairs of the trained low-resolution plane that must not be trained on (empty
+      when the method does not hold out, see `holds_out`).
+  holds_out: bool (optional, default True)
+      Whether `make_source` can keep the slices `holdout` names out of training.
+      False for a method whose examples cross every low-resolution-plane slice (the
+      in-plane slices SMORE and the autoencoder train on): the end-of-training check
+      (`holdout.check`) then still super-resolves the slice but does not call it held out.
   init_state(config, rng) -> state
       A pytree with `.step` and `.params` ({network: params}), usually a
       `train_state.TrainState`. Traced under jit; `rng` is an 'rbg' key.

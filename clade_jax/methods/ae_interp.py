@@ -15,11 +15,11 @@ augmented patch and its reconstruction; Adam. Under the driver's 'data' mesh the
 is sharded and `jit` computes batch norm's mean and variance over the global batch,
 so the statistics are those of one large batch, whatever the device count.
 
-Held-out slice: the driver holds out one slice of the low-resolution plane. Every
-in-plane training slice crosses it along a line, so it cannot be kept out of training
-short of dropping whole volumes; what this method synthesises there (everything but
-the acquired rows) is never a training target anyway, since only acquired slices are.
-`make_source` therefore ignores `holdout`.
+Held-out slice: the driver's check looks at one slice of the low-resolution plane.
+Every in-plane training slice crosses it along a line, so it cannot be kept out of
+training short of dropping whole volumes (``holds_out = False``); what this method
+synthesises there (everything but the acquired rows) is never a training target
+anyway, since only acquired slices are.
 
 Super-resolution (`super_resolve`): every acquired slice is encoded whole (the
 networks are fully convolutional; edge-padded to a multiple of ``2 ** num_blocks``
@@ -75,6 +75,7 @@ SAMPLE_COLUMNS = ("patch", "reconstruction")
 POSITION_TOLERANCE = 1e-6
 
 architecture_fields = ("model.features", "model.num_blocks", "model.latent_features")
+holds_out = False  # Module docstring: every training slice crosses the checked one.
 progress_metrics = ("loss/mse",)
 INTERPOLATIONS = ("latent", "corrected")
 CORRECTION_BASES = ("linear", "cubic")
@@ -177,7 +178,7 @@ class InPlanePatches:
 
 
 def make_source(config, volumes, holdout) -> InPlanePatches:
-  """Augmented patches of the acquired in-plane slices (`holdout`: module docstring)."""
+  """Augmented patches of the acquired in-plane slices (`holdout`: none, `holds_out`)."""
   del holdout
   _check_patch_size(config)
   data = config.data
