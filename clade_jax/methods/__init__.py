@@ -22,7 +22,14 @@ provides:
       (`holdout.check`) then still super-resolves the slice but does not call it held out.
   init_state(config, rng) -> state
       A pytree with `.step` and `.params` ({network: params}), usually a
-      `train_state.TrainState`. Traced under jit; `rng` is an 'rbg' key.
+      `train_state.TrainState`; other state (batch statistics) in fields of its own.
+      Traced under jit; `rng` is an 'rbg' key. Checkpoints hold it whole.
+  inference_params(state) -> params (optional)
+      What `make_sample_fn`'s `sample`, `super_resolve` and the held-out check get,
+      from the train state or from a checkpoint's state restored as a dict of its
+      fields; default `train_state.inference_params` (`params`, with `ema_params` in
+      place where kept). A method keeping more than params combines here what its
+      networks apply (the autoencoder: weights and batch statistics).
   make_train_step(config) -> train_step(state, batch) -> (state, metrics)
       Pure; jitted by the driver with the state donated, the batch sharded over the
       'data' mesh axis. Metrics are scalars named 'loss/...' or 'grad_norm/...'.

@@ -94,15 +94,30 @@ class AEState:
 
   Attributes:
     step: updates done so far.
-    params: ``{'autoencoder': {'params': weights, 'batch_stats': running averages}}``:
-      the network's flax variables, so inference, which reads only ``params`` from a
-      checkpoint, has the batch-norm averages it needs.
-    opt_state: Adam's state over the weights only (the averages are not optimised).
+    params: ``{'autoencoder': weights}``: what Adam optimises.
+    batch_stats: ``{'autoencoder': batch norm's running averages}``: state the forward
+      pass updates, not params (no gradient reaches them).
+    opt_state: Adam's state over the weights.
   """
 
   step: jax.Array
   params: dict[str, Any]
+  batch_stats: dict[str, Any]
   opt_state: optax.OptState
+
+
+def inference_params(state) -> dict[str, Any]:
+  """The network's flax variables, ``{'autoencoder': {'params', 'batch_stats'}}``.
+
+  What `super_resolve` and the samples apply, from an `AEState` or a checkpoint's state
+  restored as a dict. Checkpoints written before the averages had their own entry (no
+  ``batch_stats``) kept these variables in ``params``: they are read as they are.
+  """
+  get = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
+  stats = get("batch_stats")
+  if stats is None:
+    return get("params")
+  return {NETWORK: {"params": get("params")[NETWORK], "batch_stats": stats[NETWORK]}}
 
 
 def describe(config) -> str:
@@ -193,28 +208,27 @@ def init_state(config, rng: jax.Array) -> AEState:
   _check_patch_size(config)
   p = config.data.patch_size
   variables = create_model(config.model).init(rng, jnp.zeros((1, p, p, 1), jnp.float32))
-  variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
-  return AEState(step=jnp.zeros((), jnp.int32), params={NETWORK: variables},
+  return AEState(step=jnp.zeros((), jnp.int32), params={NETWORK: variables["params"]},
+                 batch_stats={NETWORK: variables["batch_stats"]},
                  opt_state=make_optimizer(config.train).init(variables["params"]))
 
 
 def train_step(state: AEState, batch, *, model: Autoencoder, optimizer):
   """One Adam step on the reconstruction MSE; batch norm's averages updated. Pure."""
-  variables = state.params[NETWORK]
+  weights = state.params[NETWORK]
   images = batch["image"]
 
   def loss_fn(weights):
     reconstruction, updates = model.apply(
-        {"params": weights, "batch_stats": variables["batch_stats"]}, images, train=True,
+        {"params": weights, "batch_stats": state.batch_stats[NETWORK]}, images, train=True,
         mutable=["batch_stats"])
     return jnp.mean(jnp.square(reconstruction - images)), updates["batch_stats"]
 
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-  updates, opt_state = optimizer.update(grads, state.opt_state, variables["params"])
-  weights = optax.apply_updates(variables["params"], updates)
-  params = {NETWORK: {"params": weights, "batch_stats": batch_stats}}
+  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
+  updates, opt_state = optimizer.update(grads, state.opt_state, weights)
+  weights = optax.apply_updates(weights, updates)
   metrics = {"loss/mse": loss, f"grad_norm/{NETWORK}": optax.tree.norm(grads)}
-  return AEState(state.step + 1, params, opt_state), metrics
+  return AEState(state.step + 1, {NETWORK: weights}, {NETWORK: batch_stats}, opt_state), metrics
 
 
 def make_train_step(config):
@@ -336,7 +350,7 @@ def interpolate_slices(params, config, slices: np.ndarray, positions: np.ndarray
   """Decoded latent mixtures of acquired slices at continuous positions.
 
   Args:
-    params: the run's params (``{'autoencoder': variables}``).
+    params: the run's `inference_params` (``{'autoencoder': variables}``).
     config: the run's config (``config.model``).
     slices: float32 [N, H, W] acquired slices, normalised, in order along the thick
       axis (N >= 2).
