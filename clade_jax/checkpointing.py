@@ -42,13 +42,37 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict) -> Non
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None,
+            legacy=None):
   """Restores (state, data_state) at `step` (default latest) onto `abstract_state`'s
-  shapes and shardings."""
+  shapes and shardings.
+
+  Args:
+    mngr: the workdir's `manager`.
+    abstract_state: the method's train state as `abstract_like` gives it.
+    step: checkpoint step; default the latest.
+    legacy: the method's `legacy_checkpoint`, if any: ``legacy(abstract_state)`` gives
+      ``(target, upgrade)`` for checkpoints of an older layout of its state, tried
+      when the saved state does not fit `abstract_state`.
+
+  Raises:
+    CheckpointError: the saved state fits neither layout.
+  """
   step = mngr.latest_step() if step is None else step
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-  return restored["state"], restored["data"]
+  layouts = [(abstract_state, lambda state: state)]
+  if legacy is not None:
+    layouts.append(legacy(abstract_state))
+  for target, upgrade in layouts:
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+    except ValueError as e:  # Orbax: the saved tree differs from the target's.
+      error = e
+      continue
+    return upgrade(restored["state"]), restored["data"]
+  first_line = str(error).splitlines()[0] if str(error) else ""
+  raise CheckpointError(f"{mngr.directory}: checkpoint {step} does not fit this code's train "
+                        f"state ({first_line}); train into a new --workdir")
 
 
 def checkpoint_steps(workdir: str) -> list[int]:

@@ -197,7 +197,8 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
 
   mngr = checkpointing.manager(workdir, keep=config.ckpt.keep)
   if mngr.latest_step() is not None:
-    state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state))
+    state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state),
+                                              legacy=getattr(method, "legacy_checkpoint", None))
     iterator.set_state(data_state)
   start = int(state.step)
   is_main = distributed.is_main()

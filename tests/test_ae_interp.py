@@ -323,12 +323,26 @@ def test_train_resume_and_infer_to_nifti(data_root, tmp_path):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   final = train.train_and_evaluate(config, straight)
   config.train.num_steps = 2
-  train.train_and_evaluate(config, resumed)
+  half = train.train_and_evaluate(config, resumed)
+  # The same run as saved before batch statistics had an entry of their own (inside
+  # params): it resumes too (`ae_interp.legacy_checkpoint`).
+  legacy = str(tmp_path / "legacy")
+  mngr = checkpointing.manager(resumed)
+  _, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(half))
+  mngr.close()
+  checkpointing.write_config(legacy, config)
+  mngr = checkpointing.manager(legacy)
+  checkpointing.save(mngr, 2, {"step": half.step, "params": ae_interp.inference_params(half),
+                               "opt_state": half.opt_state}, data_state)
+  mngr.wait_until_finished()
+  mngr.close()
   config.train.num_steps = 4
   again = train.train_and_evaluate(config, resumed)
-  assert int(again.step) == 4
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               (again.params, again.batch_stats), (final.params, final.batch_stats))
+  upgraded = train.train_and_evaluate(config, legacy)
+  assert int(again.step) == int(upgraded.step) == 4
+  for state in (again, upgraded):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 (state.params, state.batch_stats), (final.params, final.batch_stats))
   for name in ("holdout_sr.png", "samples/step_0000004.png", "config.json"):
     assert os.path.exists(os.path.join(resumed, name)), name
 
@@ -377,6 +391,14 @@ def test_checkpoints_of_either_layout_load_the_same_variables(params, tmp_path):
     outputs[name], _ = inference.super_resolve(data, affine, loaded, config,
                                                SROptions(progress=False))
   np.testing.assert_array_equal(outputs["current"], outputs["before"])
+  # Resuming: the older layout restores through the method's upgrade, or not at all.
+  mngr = checkpointing.manager(str(tmp_path / "before"))
+  abstract = checkpointing.abstract_like(layouts["current"])
+  with pytest.raises(checkpointing.CheckpointError, match=r"checkpoint 0 does not fit"):
+    checkpointing.restore(mngr, abstract)
+  state, _ = checkpointing.restore(mngr, abstract, legacy=ae_interp.legacy_checkpoint)
+  mngr.close()
+  jax.tree.map(np.testing.assert_array_equal, state, layouts["current"])
 
 
 # --------------------------------------------------------------------------- config

@@ -30,6 +30,10 @@ provides:
       fields; default `train_state.inference_params` (`params`, with `ema_params` in
       place where kept). A method keeping more than params combines here what its
       networks apply (the autoencoder: weights and batch statistics).
+  legacy_checkpoint(abstract_state) -> (target, upgrade) (optional)
+      For a method whose state layout changed: the restore target of the older layout
+      and the function turning what it restores into the current state, so a run saved
+      before resumes (`checkpointing.restore`).
   make_train_step(config) -> train_step(state, batch) -> (state, metrics)
       Pure; jitted by the driver with the state donated, the batch sharded over the
       'data' mesh axis. Metrics are scalars named 'loss/...' or 'grad_norm/...'.

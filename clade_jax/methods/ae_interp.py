@@ -120,6 +120,24 @@ def inference_params(state) -> dict[str, Any]:
   return {NETWORK: {"params": get("params")[NETWORK], "batch_stats": stats[NETWORK]}}
 
 
+def legacy_checkpoint(abstract_state: AEState):
+  """Resuming a run saved before the averages had their own entry (in ``params``).
+
+  Returns:
+    ``(target, upgrade)``: that layout's restore target for `abstract_state`, and the
+    function turning the restored state into an `AEState`.
+  """
+  target = {"step": abstract_state.step, "params": inference_params(abstract_state),
+            "opt_state": abstract_state.opt_state}
+
+  def upgrade(saved) -> AEState:
+    variables = saved["params"][NETWORK]
+    return AEState(saved["step"], {NETWORK: variables["params"]},
+                   {NETWORK: variables["batch_stats"]}, saved["opt_state"])
+
+  return target, upgrade
+
+
 def describe(config) -> str:
   del config
   return "AE interpolation"
