@@ -3,10 +3,11 @@
 The central low-resolution slice of the first training volume is kept out of training
 (`holdout_slice`) by every method that can (`held_out`: the method's `holds_out`; one
 training on in-plane slices cannot, since each crosses it, and the check then names the
-slice without calling it held out). After the last step the run's method super-resolves it as inference
-would (the run's stride, blending and flips; projected onto the acquired slices when
-``eval.data_consistency`` is on) and `check` writes ``holdout_sr.png``: the cubic-spline
-input, the output and, where the run knows the truth, the truth side by side.
+slice without calling it held out). After the last step the run's method
+super-resolves it as inference would (the run's stride, blending and flips; projected
+onto the acquired slices when ``eval.data_consistency`` is on) and `check` writes
+``holdout_sr.png``: the cubic-spline input, the output and, where the run knows the
+truth, the truth side by side.
 
 A truth is a NIfTI volume named by ``data.truth``: the isotropic ground truth of the
 first training volume (the bundled demo's is ``demo_data/truth/``; a simulation's is the

@@ -67,9 +67,6 @@ def init_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl="rbg")
 
 
-holdout_slice = holdout.holdout_slice
-
-
 def build_data(config, method=None):
   """Prepared volumes and the method's training source (host work: loading, resampling)."""
   method = method or methods.of(config)
