@@ -43,7 +43,7 @@ from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import provenance
 from clade_jax import trace_cache
-from clade_jax.train_state import inference_params
+from clade_jax.train_state import params_for_inference
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import profile_estimation
@@ -67,9 +67,6 @@ def init_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl="rbg")
 
 
-holdout_slice = holdout.holdout_slice
-
-
 def build_data(config, method=None):
   """Prepared volumes and the method's training source (host work: loading, resampling)."""
   method = method or methods.of(config)
@@ -80,7 +77,7 @@ def build_data(config, method=None):
   # Callers that skipped `train_and_evaluate`'s resolution: from the volumes at hand.
   profile_estimation.resolve_config(config, [
       volume_lib.Volume(v.scan.acquired, v.scan.acquired_affine, path=v.path) for v in volumes])
-  return volumes, method.make_source(config, volumes, [holdout_slice(volumes)])
+  return volumes, method.make_source(config, volumes, holdout.held_out(method, volumes))
 
 
 def total_steps(config, source) -> int:
@@ -197,7 +194,8 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
 
   mngr = checkpointing.manager(workdir, keep=config.ckpt.keep)
   if mngr.latest_step() is not None:
-    state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state))
+    state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state),
+                                              legacy=getattr(method, "legacy_checkpoint", None))
     iterator.set_state(data_state)
   start = int(state.step)
   is_main = distributed.is_main()
@@ -239,7 +237,8 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
         bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()
                          if k in shown})
       if step % config.train.sample_every == 0 or step == num_steps:
-        images = jax.tree.map(distributed.to_host, sample_fn(inference_params(state), sample_batch))
+        images = jax.tree.map(distributed.to_host,
+                              sample_fn(params_for_inference(method, state), sample_batch))
         if is_main:
           from clade_jax import plotting  # pylint: disable=g-import-not-at-top
           plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
@@ -265,7 +264,7 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   if step >= num_steps:
     # Host copies of the replicated params: a method's super_resolve needs no knowledge
     # of the training mesh, and every process runs it (it may use all devices).
-    params = jax.tree.map(distributed.to_host, inference_params(state))
+    params = jax.tree.map(distributed.to_host, params_for_inference(method, state))
     write_holdout_figure(method, params, volumes, config, workdir, truth)
   return state
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from clade_jax.models import PatchDiscriminator, ResnetGenerator
+from clade_jax.models.discriminator import PatchDiscriminator
+from clade_jax.models.generator import ResnetGenerator
 from clade_jax.models import convolution
 from clade_jax.models import layers
 

@@ -13,10 +13,27 @@ provides:
       Training examples from the prepared volumes (`data.patches.PreparedVolume`):
       `len(source)` examples an epoch, `source.sample(record, index)` a dict of float32
       arrays, a pure function of (record, index). `holdout` lists the (volume, slice)
-      pairs of the trained low-resolution plane that must not be trained on.
+      pairs of the trained low-resolution plane that must not be trained on (empty
+      when the method does not hold out, see `holds_out`).
+  holds_out: bool (optional, default True)
+      Whether `make_source` can keep the slices `holdout` names out of training.
+      False for a method whose examples cross every low-resolution-plane slice (the
+      in-plane slices SMORE and the autoencoder train on): the end-of-training check
+      (`holdout.check`) then still super-resolves the slice but does not call it held out.
   init_state(config, rng) -> state
       A pytree with `.step` and `.params` ({network: params}), usually a
-      `train_state.TrainState`. Traced under jit; `rng` is an 'rbg' key.
+      `train_state.TrainState`; other state (batch statistics) in fields of its own.
+      Traced under jit; `rng` is an 'rbg' key. Checkpoints hold it whole.
+  inference_params(state) -> params (optional)
+      What `make_sample_fn`'s `sample`, `super_resolve` and the held-out check get,
+      from the train state or from a checkpoint's state restored as a dict of its
+      fields; default `train_state.inference_params` (`params`, with `ema_params` in
+      place where kept). A method keeping more than params combines here what its
+      networks apply (the autoencoder: weights and batch statistics).
+  legacy_checkpoint(abstract_state) -> (target, upgrade) (optional)
+      For a method whose state layout changed: the restore target of the older layout
+      and the function turning what it restores into the current state, so a run saved
+      before resumes (`checkpointing.restore`).
   make_train_step(config) -> train_step(state, batch) -> (state, metrics)
       Pure; jitted by the driver with the state donated, the batch sharded over the
       'data' mesh axis. Metrics are scalars named 'loss/...' or 'grad_norm/...'.

@@ -43,7 +43,8 @@ from clade_jax.config_validation import ConfigError, Range
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import simulated_pairs
 from clade_jax.data import volume as volume_lib
-from clade_jax.models import PatchDiscriminator, ResnetGenerator
+from clade_jax.models.discriminator import PatchDiscriminator
+from clade_jax.models.generator import ResnetGenerator
 from clade_jax.models import convolution
 from clade_jax import train_state as train_state_lib
 from clade_jax.train_state import EmaTrainState, TrainState

@@ -51,6 +51,7 @@ SAMPLE_COLUMNS = ("input (cubic spline)", "output (SMORE)", "target (acquired)")
 COMBINATIONS = ("mean", "fourier")
 
 architecture_fields = ("model.features", "model.num_blocks", "model.expansion")
+holds_out = False  # Its acquired in-plane slices cross every low-resolution-plane slice.
 progress_metrics = ("loss/l1", "loss/l1_input")
 config_ranges = {
     # SMORE trains for a number of iterations; the learning-rate schedule needs it.
@@ -95,8 +96,8 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
 def make_source(config, volumes, holdout) -> inplane_pairs.InPlanePairs:
   """Degraded/original pairs from the acquired slices.
 
-  `holdout` (slices of a low-resolution plane) needs nothing: SMORE never trains on a
-  low-resolution plane.
+  `holdout` is empty (`holds_out`): SMORE never trains on a low-resolution plane, but
+  its acquired slices cross every slice of one.
   """
   del holdout
   data = config.data
