@@ -85,6 +85,7 @@ class SROptions:
         ``infer.py`` flag, one from the run by its config field (``eval.stride``).
     """
     filled = self.with_defaults(config.eval)
+
     def name(field):
       if getattr(self, field, None) is not None:
         return FLAGS.get(field, field)
