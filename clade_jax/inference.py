@@ -353,7 +353,7 @@ def run(
       options, progress=options.progress and progress,
       **{field: value for field, value in shorthands.items() if value is not None})
   try:
-    options.resolve(config)  # Checked before anything is read or compiled.
+    options = options.resolve(config)  # Checked before anything is read or compiled.
   except OptionsError as e:
     raise UsageError(str(e)) from None
   _check_outside(outside)
@@ -372,7 +372,6 @@ def run(
 
   output, (before, after) = _super_resolve_prepared(source, prepared, params, config,
                                                     options, data_consistency, outside)
-  options = options.resolve(config)
   planes = options.planes
   label = method.describe(config)
   info = provenance.collect(config)
