@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import infer
 from clade_jax import checkpointing
 from clade_jax import distributed
 from clade_jax import inference
@@ -83,6 +84,24 @@ def test_settings_come_from_arguments_then_environment(monkeypatch):
   monkeypatch.setenv(distributed.NUM_PROCESSES_ENV, "four")
   with pytest.raises(distributed.DistributedError, match="JAX_NUM_PROCESSES='four' is not"):
     distributed.resolve()
+
+
+def test_start_initialises_only_when_asked_and_any_value_implies_it(monkeypatch):
+  calls = []
+  monkeypatch.setattr(distributed, "initialize", lambda *cluster: calls.append(cluster))
+  assert not distributed.start()  # No flag, no value: one process, nothing started.
+  assert calls == []
+  assert distributed.start(multihost=True)
+  assert distributed.start(num_processes=2)  # A value alone implies --multihost.
+  assert distributed.start(False, "head:1234", 2, 1)
+  assert calls == [(None, None, None), (None, 2, None), ("head:1234", 2, 1)]
+
+
+def test_infer_cli_refuses_an_impossible_process_id_in_one_line(capsys):
+  assert infer.main(["--workdir", "w", "--input", "a.nii.gz", "--output", "b.nii.gz",
+                     "--num-processes", "2", "--process-id", "2"]) == 1
+  assert capsys.readouterr().err.strip().splitlines() == [
+      "error: process_id=2 must be in [0, num_processes=2)"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,12 +63,11 @@ def main(argv):
     reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
     sys.exit(f"error: --config: cannot load the config file ({reason})")
   compilation_cache.enable(_JIT_CACHE.value)
-  cluster = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if _MULTIHOST.value or any(v is not None for v in cluster):
-    try:
-      distributed.initialize(*cluster)
-    except distributed.DistributedError as e:
-      sys.exit(f"error: {e}")
+  try:
+    distributed.start(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                      _PROCESS_ID.value)
+  except distributed.DistributedError as e:
+    sys.exit(f"error: {e}")
   try:
     train.train_and_evaluate(config, _WORKDIR.value, started=_started)
   except config_validation.ConfigError as e:

@@ -43,8 +43,9 @@ provides:
   super_resolve(params, config, prepared, options) -> np.ndarray
       The isotropic volume, in the normalised units of `prepared.normalizer`, on
       `prepared`'s grid (`data.preprocess.PreparedInput`); `options` is a
-      `volume_srr.SROptions`. Per-slice methods build it with
-      `volume_srr.reconstruct_planes`. Values need not stay in [-1, 1]; voxels
+      `volume_srr.SROptions` (`options.resolve(config)` fills it from `config.eval`;
+      `options.window(...)` is the `srr.Window` of a sliding window). Per-slice
+      methods build it with `volume_srr.reconstruct_planes`. Values need not stay in [-1, 1]; voxels
       beyond the intensity window get the input's values back in the shared
       inference (`data.intensity.to_scan_units`), so no method handles them.
       With several processes every process calls it with the same params (host or single-device arrays) and input: it may split the

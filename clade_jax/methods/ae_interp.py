@@ -431,7 +431,7 @@ def super_resolve(params, config, prepared, options: volume_srr.SROptions) -> np
   if prepared.acquired is None:
     raise ValueError("latent interpolation needs the acquired slices: prepare the volume "
                      "with data.preprocess.prepare_input")
-  options = options.with_defaults(config.eval)
+  options = options.resolve(config)
   axis = prepared.thick_axis
   slices = volume_lib.plane_slices(prepared.normalizer.forward(prepared.acquired), axis)
   positions = output_positions(prepared)

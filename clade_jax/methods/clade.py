@@ -290,16 +290,13 @@ def generator_apply_fn(model_config, tta: bool = False):
 
 def super_resolve(params, config, prepared, options: volume_srr.SROptions):
   """Every slice of the low-resolution plane(s) through G_X (paper Sec. 4.6)."""
-  options = options.with_defaults(config.eval)
+  options = options.resolve(config)
   apply_fn = generator_apply_fn(config.model, config.eval.get("tta", False))
+  window = options.window(config.data.patch_size, SIZE_MULTIPLE)
   mesh = volume_srr.default_mesh()
 
   def slice_fn(slices, progress):
-    return srr.reconstruct_slices(
-        apply_fn, params["G_X"], slices, patch_size=config.data.patch_size,
-        stride=options.stride, patches_per_batch=options.batch_size,
-        slices_per_chunk=options.slices_per_chunk, mode=options.mode,
-        size_multiple=SIZE_MULTIPLE, mesh=mesh, progress=progress,
-        blend=options.blend or "flat")
+    return srr.reconstruct_slices(apply_fn, params["G_X"], slices, window, mesh=mesh,
+                                  progress=progress)
 
   return volume_srr.reconstruct_planes(prepared, slice_fn, options)

@@ -198,8 +198,9 @@ def fourier_combine(volumes, power: float) -> np.ndarray:
 
 def super_resolve(params, config, prepared, options: volume_srr.SROptions):
   """Both low-resolution planes through the network, combined (``eval.combine``)."""
-  options = options.with_defaults(config.eval)
+  options = options.resolve(config)
   apply_fn = network_apply_fn(config.model)
+  window = options.window(config.data.patch_size)
   mesh = volume_srr.default_mesh()
 
   def plane(prepared_plane):
@@ -209,11 +210,8 @@ def super_resolve(params, config, prepared, options: volume_srr.SROptions):
 
     def slice_fn(slices, progress):
       slices = slices if rows else np.swapaxes(slices, 1, 2)
-      out = srr.reconstruct_slices(
-          apply_fn, params[NETWORK], slices, patch_size=config.data.patch_size,
-          stride=options.stride, patches_per_batch=options.batch_size,
-          slices_per_chunk=options.slices_per_chunk, mode=options.mode, mesh=mesh,
-          progress=progress)
+      out = srr.reconstruct_slices(apply_fn, params[NETWORK], slices, window, mesh=mesh,
+                                   progress=progress)
       return out if rows else np.swapaxes(out, 1, 2)
 
     return volume_srr.reconstruct_planes(
