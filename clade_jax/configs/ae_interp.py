@@ -36,14 +36,10 @@ from clade_jax.configs import common
 # The `small` and `demo` arguments (configs/common.py).
 SIZES = {
     "small": {
+        **common.SMALL_RUN,
         "data.patch_size": 32,
         "model.features": 8,
         "model.num_blocks": 2,
-        "train.batch_size": 8,
-        "train.num_steps": 200,
-        "train.log_every": 10,
-        "train.sample_every": 100,
-        "ckpt.every": 100,
     },
     "demo": {
         **common.DEMO_DATA,

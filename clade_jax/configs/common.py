@@ -14,6 +14,15 @@ import ml_collections
 
 SIZES = ("small", "demo")
 
+# The run of every `small` preset: a laptop check of a few minutes.
+SMALL_RUN = {
+    "train.batch_size": 8,
+    "train.num_steps": 200,
+    "train.log_every": 10,
+    "train.sample_every": 100,
+    "ckpt.every": 100,
+}
+
 # Where every `demo` preset points the data: the bundled MNI152 demo volume.
 DEMO_DATA = {
     "data.root": "demo_data/lr",

@@ -88,14 +88,10 @@ SIZES = {
         "ckpt.every": 200,
     },
     "small": {
+        **common.SMALL_RUN,
         "model.features": 16,
         "model.num_blocks": 2,
         "model.residual_scale": 1.0,
-        "train.batch_size": 8,
-        "train.num_steps": 200,
-        "train.log_every": 10,
-        "train.sample_every": 100,
-        "ckpt.every": 100,
     },
     **{name: budget_preset(budget) for name, budget in BUDGETS.items()},
 }
