@@ -55,8 +55,10 @@ provides:
       Metric names shown on the progress bar.
   config_ranges: {dotted field: config_validation.Range} (optional)
   config_enums: {dotted field: (allowed values, ...)} (optional)
-      The method's own config fields, checked before any work starts like the shared
-      ones in `config_validation.RANGES` / `ENUMS`.
+      The method's own config fields (everything its config adds to
+      `clade_jax.configs.base`), checked before any work starts like the shared ones
+      in `config_validation.RANGES` / `ENUMS`; an entry for a shared field replaces
+      the shared check (SMORE's `train.num_steps` >= 1).
 
 Shared code never imports a method module by name, so a new method touches its own
 module and its config only.

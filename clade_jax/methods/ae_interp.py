@@ -79,8 +79,13 @@ holds_out = False  # Module docstring: every training slice crosses the checked 
 progress_metrics = ("loss/mse",)
 INTERPOLATIONS = ("latent", "corrected")
 CORRECTION_BASES = ("linear", "cubic")
-config_enums = {"eval.interpolation": INTERPOLATIONS, "eval.correction_base": CORRECTION_BASES}
+# The autoencoder's own config fields (configs/ae_interp.py); the shared ones are
+# checked by `config_validation.RANGES` and `ENUMS`.
+config_enums = {"model.conv_impl": convolution.IMPLS, "eval.interpolation": INTERPOLATIONS,
+                "eval.correction_base": CORRECTION_BASES}
 config_ranges = {
+    "model.features": Range(1),
+    "model.num_blocks": Range(1),
     "model.latent_features": Range(1),
     "model.negative_slope": Range(0),
     "data.intensity_scale": Range(0, 1, hi_exclusive=True),

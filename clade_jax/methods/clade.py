@@ -61,8 +61,28 @@ architecture_fields = ("model.generator_norm", "model.features", "model.num_bloc
                        "model.disc_features", "model.disc_layers", "model.residual",
                        "train.ema_decay")
 progress_metrics = ("loss/generator", "loss/cycle", "loss/D_Y")
-config_ranges = {"train.ema_decay": Range(0, 1, hi_exclusive=True),  # 0 = off.
-                 "loss.degradation": Range(0)}
+# CLADE's own config fields (configs/mri.py); the shared ones are checked by
+# `config_validation.RANGES` and `ENUMS`.
+config_ranges = {
+    "model.features": Range(1),
+    "model.num_blocks": Range(1),
+    "model.disc_features": Range(1),
+    "model.disc_layers": Range(1),
+    "loss.cyc": Range(0),
+    "loss.ident": Range(0),
+    "loss.gmap": Range(0),
+    "loss.degradation": Range(0),
+    "train.ema_decay": Range(0, 1, hi_exclusive=True),  # 0 = off.
+    "eval.stride": Range(1, "data.patch_size"),  # A larger stride leaves gaps.
+}
+config_enums = {
+    "data.hr_slices": ("acquired", "all"),
+    "model.generator_norm": ("demod", "instance"),
+    "model.conv_impl": convolution.IMPLS,
+    "model.dtype": ("float32", "bfloat16"),
+    "loss.gan": ("log", "lsgan"),
+    "eval.blend": ("flat", "taper"),
+}
 # G_X's four flips of a patch: the thick direction stays on its image axis.
 TTA_FLIPS = ((), (1,), (2,), (1, 2))
 

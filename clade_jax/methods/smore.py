@@ -53,16 +53,23 @@ COMBINATIONS = ("mean", "fourier")
 architecture_fields = ("model.features", "model.num_blocks", "model.expansion")
 holds_out = False  # Its acquired in-plane slices cross every low-resolution-plane slice.
 progress_metrics = ("loss/l1", "loss/l1_input")
+# SMORE's own config fields (configs/smore.py); the shared ones are checked by
+# `config_validation.RANGES` and `ENUMS`.
 config_ranges = {
-    # SMORE trains for a number of iterations; the learning-rate schedule needs it.
-    "train.num_steps": Range(1),
+    "train.num_steps": Range(1, why="SMORE's learning-rate schedule ends at the last step, "
+                             "so it trains for a number of steps, not for train.epochs"),
     "train.warmup_steps": Range(0),
+    "model.features": Range(1),
+    "model.num_blocks": Range(1),
     "model.expansion": Range(1),
     "model.residual_scale": Range(0, lo_exclusive=True),
+    "eval.stride": Range(1, "data.patch_size"),  # A larger stride leaves gaps.
     "eval.fourier_power": Range(0),
 }
 config_enums = {
     "train.schedule": ("constant", "cosine"),
+    "model.conv_impl": convolution.IMPLS,
+    "model.dtype": ("float32", "bfloat16"),
     "eval.planes": ("trained", "both"),
     "eval.combine": COMBINATIONS,
 }
