@@ -128,12 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   key = repr((config.to_json_best_effort(sort_keys=True), conv_impl))
 
   def program(fun, **options):
-    # Networks read the convolution formulation when traced: each program traces with
-    # the run's, in whichever thread it is first compiled.
-    def traced(*args):
-      with convolution.use(conv_impl):
-        return fun(*args)
-    return trace_cache.Program(traced, key=key, directory=compilation_cache.traces_directory(),
+    return trace_cache.Program(fun, key=key, directory=compilation_cache.traces_directory(),
                                **options)
 
   init_fn = program(lambda seed: method.init_state(config, init_key(seed)), name="init_state",
