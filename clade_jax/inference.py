@@ -40,7 +40,6 @@ from clade_jax.data import preprocess
 from clade_jax.data import profile_estimation
 from clade_jax.data import slice_profile
 from clade_jax.data import volume as volume_lib
-from clade_jax.models import convolution
 from clade_jax.volume_srr import OptionsError
 from clade_jax.volume_srr import SROptions
 
@@ -108,9 +107,11 @@ def expected_params(config):
   of the time of the default one on CPU.
   """
   method = methods.of(config)
-  with convolution.use('xla'):
-    abstract = jax.eval_shape(
-        lambda: method.init_state(config, jax.random.key(0, impl='rbg')))
+  traced = config.copy_and_resolve_references()
+  if 'model' in traced:
+    with traced.unlocked():
+      traced.model.conv_impl = 'xla'
+  abstract = jax.eval_shape(lambda: method.init_state(traced, jax.random.key(0, impl='rbg')))
   return train_state.params_for_inference(method, abstract)
 
 

@@ -46,7 +46,6 @@ from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import profile_estimation
 from clade_jax.data import volume as volume_lib
-from clade_jax.models import convolution
 
 
 PROVENANCE_FILE = "provenance.json"
@@ -119,23 +118,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
                       f"{jax.device_count()} devices")
 
-  conv_impl = convolution.resolve(config.model.get("conv_impl", "auto"))
-
-  def jit(fun, **options):
-    # Networks read the convolution formulation when traced: each program traces with
-    # the run's.
-    def traced(*args):
-      with convolution.use(conv_impl):
-        return fun(*args)
-    return jax.jit(traced, **options)
-
-  init_fn = jit(lambda seed: method.init_state(config, init_key(seed)),
-                in_shardings=(replicated,), out_shardings=replicated)
-  step_fn = jit(method.make_train_step(config), in_shardings=(replicated, batch_sharding),
-                out_shardings=replicated, donate_argnums=(0,))
+  init_fn = jax.jit(lambda seed: method.init_state(config, init_key(seed)),
+                    in_shardings=(replicated,), out_shardings=replicated)
+  step_fn = jax.jit(method.make_train_step(config), in_shardings=(replicated, batch_sharding),
+                    out_shardings=replicated, donate_argnums=(0,))
   # Replicated in and out: every process runs it, each can read the pictures.
-  sample_fn = jit(method.make_sample_fn(config), in_shardings=(replicated, replicated),
-                  out_shardings=replicated)
+  sample_fn = jax.jit(method.make_sample_fn(config), in_shardings=(replicated, replicated),
+                      out_shardings=replicated)
   volumes, source = build_data(config, method)
   checkpointing.write_config(workdir, config, method.architecture_fields)
   truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.

@@ -34,7 +34,6 @@ from clade_jax import train
 from clade_jax import volume_srr
 from clade_jax.data import patches as patches_lib
 from clade_jax.methods import clade
-from clade_jax.models import convolution
 from configs import mri
 from tests import phantoms
 
@@ -293,13 +292,12 @@ def _objective(config_json):
   method = methods.of(config)
   _, source = train.build_data(config, method)
   batch = patches_lib.make_dataset(source, config.train.batch_size, seed=config.seed)[0]
-  with convolution.use(config.model.get("conv_impl", "auto")):
-    state = jax.jit(functools.partial(method.init_state, config))(train.init_key(0))
-    step = jax.jit(method.make_train_step(config))
+  state = jax.jit(functools.partial(method.init_state, config))(train.init_key(0))
+  step = jax.jit(method.make_train_step(config))
 
-    def losses(params):
-      _, metrics = step(dataclasses.replace(state, params=params), batch)
-      return {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
+  def losses(params):
+    _, metrics = step(dataclasses.replace(state, params=params), batch)
+    return {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
 
   return losses
 

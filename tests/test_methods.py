@@ -26,8 +26,9 @@ from clade_jax.configs import base
 from clade_jax.data import intensity
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
+from clade_jax.models import convolution
 from clade_jax.train_state import TrainState
-from configs import mri
+from configs import ae_interp, mri, smore
 from tests import phantoms
 
 TARGET = 0.5  # The toy learns to scale its input by this.
@@ -189,3 +190,29 @@ def test_unknown_method_lists_the_available_ones():
   with pytest.raises(methods.UnknownMethodError, match=r"config.method='nope' .*clade"):
     methods.get("nope")
   assert "clade" in methods.available()
+
+
+@pytest.mark.parametrize("config_module, overrides, batch_keys", [
+    (mri, {"features": 4, "num_blocks": 1, "disc_features": 4, "disc_layers": 2}, ("x", "y")),
+    (smore, {"features": 4, "num_blocks": 1}, ("x", "y")),
+    (ae_interp, {"features": 4, "num_blocks": 2}, ("image",)),
+], ids=["clade", "smore", "ae_interp"])
+def test_every_method_trains_with_the_configs_convolution_formulation(
+    config_module, overrides, batch_keys, monkeypatch):
+  # The methods hand model.conv_impl to their networks: every convolution of the train
+  # step is then traced in that formulation (im2col is no config's default).
+  traced = set()
+  for name, impl_arg in (("_conv", 4), ("_conv_transpose", 3)):
+    def spy(*args, _kernel=getattr(convolution, name), _i=impl_arg):
+      traced.add(args[_i])
+      return _kernel(*args)
+    monkeypatch.setattr(convolution, name, spy)
+  config = config_module.get_config("small")
+  config.model.update(overrides)
+  config.model.conv_impl = "im2col"
+  method = methods.of(config)
+  p = config.data.patch_size
+  batch = {k: jax.ShapeDtypeStruct((2, p, p, 1), jnp.float32) for k in batch_keys}
+  state = jax.eval_shape(lambda: method.init_state(config, train.init_key(0)))
+  jax.eval_shape(method.make_train_step(config), state, batch)
+  assert traced == {"im2col"}

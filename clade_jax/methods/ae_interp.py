@@ -151,7 +151,8 @@ def describe(config) -> str:
 def create_model(model_config) -> Autoencoder:
   return Autoencoder(features=model_config.features, num_blocks=model_config.num_blocks,
                      latent_features=model_config.latent_features,
-                     negative_slope=model_config.negative_slope)
+                     negative_slope=model_config.negative_slope,
+                     conv_impl=convolution.resolve(model_config.get("conv_impl", "auto")))
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -310,23 +311,19 @@ def output_positions(prepared) -> np.ndarray:
 def _network_fns(model_config: ml_collections.FrozenConfigDict):
   """Jitted ``encode(variables, x)`` and ``decode_mixed(variables, z_n, z_n1, alpha)``.
 
-  One pair per model config, so repeated volumes reuse the compiled programs. They
-  trace with the run's convolution formulation.
+  One pair per model config, so repeated volumes reuse the compiled programs.
   """
   model = create_model(model_config)
-  impl = model_config.get("conv_impl", "auto")
 
   @jax.jit
   def encode(variables, images):
-    with convolution.use(impl):
-      return model.apply(variables, images, method="encode")
+    return model.apply(variables, images, method="encode")
 
   @jax.jit
   def decode_mixed(variables, first, second, alpha):
     a = alpha[:, None, None, None]
     mixed = (1.0 - a) * first + a * second
-    with convolution.use(impl):
-      return model.apply(variables, mixed, method="decode")
+    return model.apply(variables, mixed, method="decode")
 
   return encode, decode_mixed
 

@@ -102,6 +102,12 @@ def describe(config) -> str:
   return name
 
 
+def _conv_impl(model_config) -> str:
+  """The networks' convolution formulation: `model.conv_impl`, 'auto' resolved for
+  this backend (configs written before the field existed mean 'auto')."""
+  return convolution.resolve(model_config.get("conv_impl", "auto"))
+
+
 def create_generators(model_config) -> dict[str, nn.Module]:
   """{'G_X': ..., 'G_Y': ...}: the same network, but only G_X is ever residual.
 
@@ -113,7 +119,8 @@ def create_generators(model_config) -> dict[str, nn.Module]:
   make = functools.partial(ResnetGenerator, features=model_config.features,
                            num_blocks=model_config.num_blocks,
                            norm=model_config.generator_norm,
-                           dtype=model_config.get("dtype", "float32"))
+                           dtype=model_config.get("dtype", "float32"),
+                           conv_impl=_conv_impl(model_config))
   return {"G_X": make(residual=model_config.get("residual", False)), "G_Y": make()}
 
 
@@ -121,7 +128,8 @@ def create_models(model_config) -> tuple[nn.Module, nn.Module]:
   """(G_X's network, the discriminators' network); G_Y's is `create_generators`'."""
   discriminator = PatchDiscriminator(features=model_config.disc_features,
                                      num_layers=model_config.disc_layers,
-                                     dtype=model_config.get("dtype", "float32"))
+                                     dtype=model_config.get("dtype", "float32"),
+                                     conv_impl=_conv_impl(model_config))
   return create_generators(model_config)["G_X"], discriminator
 
 
@@ -277,21 +285,19 @@ def _apply_fn(model_config: ml_collections.FrozenConfigDict, tta: bool = False):
   """G_X's ``apply_fn(params, x)``, one function object per (model config, tta).
 
   The same object for equal configs, so the jitted reconstruction it is a static
-  argument of compiles once. It traces with the run's convolution formulation.
+  argument of compiles once.
   """
   generator, _ = create_models(model_config)
-  impl = model_config.get("conv_impl", "auto")
 
   def apply_fn(params, x):
-    with convolution.use(impl):
-      if not tta:
-        return generator.apply({"params": params}, x)
-      # One flip at a time: the peak memory stays that of one generator call.
-      total = 0.0
-      for axes in TTA_FLIPS:
-        flip = lambda a: jnp.flip(a, axes) if axes else a
-        total = total + flip(generator.apply({"params": params}, flip(x)))
-      return total / len(TTA_FLIPS)
+    if not tta:
+      return generator.apply({"params": params}, x)
+    # One flip at a time: the peak memory stays that of one generator call.
+    total = 0.0
+    for axes in TTA_FLIPS:
+      flip = lambda a: jnp.flip(a, axes) if axes else a
+      total = total + flip(generator.apply({"params": params}, flip(x)))
+    return total / len(TTA_FLIPS)
 
   return apply_fn
 

@@ -84,7 +84,8 @@ def create_model(model_config) -> SRNetwork:
   return SRNetwork(features=model_config.features, num_blocks=model_config.num_blocks,
                    expansion=model_config.expansion,
                    residual_scale=model_config.residual_scale,
-                   dtype=model_config.get("dtype", "float32"))
+                   dtype=model_config.get("dtype", "float32"),
+                   conv_impl=convolution.resolve(model_config.get("conv_impl", "auto")))
 
 
 def learning_rate(train_config):
@@ -166,11 +167,9 @@ def _apply_fn(model_config: ml_collections.FrozenConfigDict):
   argument of compiles once.
   """
   model = create_model(model_config)
-  impl = model_config.get("conv_impl", "auto")
 
   def apply_fn(params, x):
-    with convolution.use(impl):
-      return model.apply({"params": params}, x)
+    return model.apply({"params": params}, x)
 
   return apply_fn
 
