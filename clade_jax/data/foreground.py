@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from clade_jax.data import volume as volume_lib
+
 # Slack on the foreground fraction, so a patch exactly at `min_foreground` counts despite
 # the float rounding of a mean.
 TOLERANCE = 1e-6
@@ -45,6 +47,20 @@ class ForegroundPatches:
     return [(v, int(s)) for v, stack in enumerate(stacks)
             for s in np.flatnonzero(self.fraction(stack).max(axis=(1, 2))
                                     >= self.min_foreground - TOLERANCE)]
+
+  def require(self, slices: list, volumes, what: str = "acquired slice") -> list:
+    """`slices` (from `usable_slices`), or a one-line error naming the volumes if empty.
+
+    Raises:
+      volume_lib.VolumeError: no `what` has a usable patch; the message says which config
+        fields to lower.
+    """
+    if not slices:
+      raise volume_lib.VolumeError(
+          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no {what} has a "
+          f"{self.patch_size}x{self.patch_size} patch with {self.min_foreground:.0%} "
+          "foreground; lower data.min_foreground or data.background_level")
+    return slices
 
   def corner(self, image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
     """The top-left corner of a random usable patch of a 2D image.

@@ -206,12 +206,7 @@ class InPlanePairs:
       self.hr.append(stack)
       self.ratios.append(ratio)
       self.phases.append(phases)
-    self.slices = self.foreground.usable_slices(self.hr)
-    if not self.slices:
-      raise volume_lib.VolumeError(
-          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no acquired slice has "
-          f"a {patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
-          "data.min_foreground or data.background_level")
+    self.slices = self.foreground.require(self.foreground.usable_slices(self.hr), volumes)
     self.epoch_length = patches_per_slice * len(self.slices)
 
   def __len__(self) -> int:

@@ -137,14 +137,11 @@ class UnpairedPatches:
     else:
       raise ValueError(f"data.hr_slices must be 'acquired' or 'all', got {hr_slices!r}")
     holdout = set(holdout)
-    self.x_slices = [s for s in self.foreground.usable_slices(self.x_stacks)
-                     if s not in holdout]
-    self.y_slices = self.foreground.usable_slices(self.y_stacks)
-    if not self.x_slices or not self.y_slices:
-      raise volume_lib.VolumeError(
-          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no slice has a "
-          f"{patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
-          "data.min_foreground or data.background_level")
+    self.x_slices = self.foreground.require(
+        [s for s in self.foreground.usable_slices(self.x_stacks) if s not in holdout],
+        volumes, "slice")
+    self.y_slices = self.foreground.require(self.foreground.usable_slices(self.y_stacks),
+                                            volumes, "slice")
     self.epoch_length = patches_per_slice * len(self.x_slices)
 
   def __len__(self) -> int:

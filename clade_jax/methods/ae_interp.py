@@ -195,12 +195,8 @@ class InPlanePatches:
     self.seed = seed
     self.stacks = [volume_lib.plane_slices(v.normalised_acquired, v.thick_axis)
                    for v in volumes]
-    self.slices = self.foreground.usable_slices(self.stacks)
-    if not self.slices:
-      raise volume_lib.VolumeError(
-          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no acquired slice has a "
-          f"{patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
-          "data.min_foreground or data.background_level")
+    self.slices = self.foreground.require(self.foreground.usable_slices(self.stacks),
+                                          volumes)
     self.epoch_length = patches_per_slice * len(self.slices)
 
   def __len__(self) -> int:
