@@ -152,7 +152,7 @@ def create_model(model_config) -> Autoencoder:
   return Autoencoder(features=model_config.features, num_blocks=model_config.num_blocks,
                      latent_features=model_config.latent_features,
                      negative_slope=model_config.negative_slope,
-                     conv_impl=convolution.resolve(model_config.get("conv_impl", "auto")))
+                     conv_impl=convolution.of_config(model_config))
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:

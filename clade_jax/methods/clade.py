@@ -102,12 +102,6 @@ def describe(config) -> str:
   return name
 
 
-def _conv_impl(model_config) -> str:
-  """The networks' convolution formulation: `model.conv_impl`, 'auto' resolved for
-  this backend (configs written before the field existed mean 'auto')."""
-  return convolution.resolve(model_config.get("conv_impl", "auto"))
-
-
 def create_generators(model_config) -> dict[str, nn.Module]:
   """{'G_X': ..., 'G_Y': ...}: the same network, but only G_X is ever residual.
 
@@ -120,7 +114,7 @@ def create_generators(model_config) -> dict[str, nn.Module]:
                            num_blocks=model_config.num_blocks,
                            norm=model_config.generator_norm,
                            dtype=model_config.get("dtype", "float32"),
-                           conv_impl=_conv_impl(model_config))
+                           conv_impl=convolution.of_config(model_config))
   return {"G_X": make(residual=model_config.get("residual", False)), "G_Y": make()}
 
 
@@ -129,7 +123,7 @@ def create_models(model_config) -> tuple[nn.Module, nn.Module]:
   discriminator = PatchDiscriminator(features=model_config.disc_features,
                                      num_layers=model_config.disc_layers,
                                      dtype=model_config.get("dtype", "float32"),
-                                     conv_impl=_conv_impl(model_config))
+                                     conv_impl=convolution.of_config(model_config))
   return create_generators(model_config)["G_X"], discriminator
 
 

@@ -85,7 +85,7 @@ def create_model(model_config) -> SRNetwork:
                    expansion=model_config.expansion,
                    residual_scale=model_config.residual_scale,
                    dtype=model_config.get("dtype", "float32"),
-                   conv_impl=convolution.resolve(model_config.get("conv_impl", "auto")))
+                   conv_impl=convolution.of_config(model_config))
 
 
 def learning_rate(train_config):

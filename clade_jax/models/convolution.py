@@ -58,6 +58,12 @@ def resolve(impl: str) -> str:
   return impl
 
 
+def of_config(model_config) -> str:
+  """A run's formulation: its ``model.conv_impl`` resolved for this backend (configs
+  written before the field existed mean 'auto')."""
+  return resolve(model_config.get("conv_impl", "auto"))
+
+
 def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
          impl: str = "xla") -> jax.Array:
   """2D convolution, NHWC input and HWIO kernel, symmetric zero padding in pixels.
