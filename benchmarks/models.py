@@ -52,7 +52,6 @@ import numpy as np  # noqa: E402
 
 from clade_jax import train  # noqa: E402
 from clade_jax.methods import clade  # noqa: E402
-from clade_jax.models import convolution  # noqa: E402
 from configs import mri  # noqa: E402
 
 
@@ -121,9 +120,12 @@ def race(contenders: dict, *, repeats: int, warmup: int, min_time: float) -> dic
 
 def flops_of(fn, *args, compile=True) -> float:
   """XLA's FLOP count of fn(*args): of the optimised program, or (compile=False, for
-  programs too slow to compile twice) of the lowered one, which agrees to 0.1%."""
-  with convolution.use("xla"):  # Counts the useful FLOPs, whatever the formulation.
-    lowered = jax.jit(fn).lower(*args)
+  programs too slow to compile twice) of the lowered one, which agrees to 0.1%.
+
+  `fn` applies the reference networks (`model_config(args, "xla", "float32")`): XLA's
+  own convolutions count the useful FLOPs only, whatever the formulation timed.
+  """
+  lowered = jax.jit(fn).lower(*args)
   # XLA:GPU's optimised programs hide convolutions in cuDNN calls it does not count.
   compile = compile and jax.default_backend() == "cpu"
   cost = lowered.compile().cost_analysis() if compile else lowered.cost_analysis()
@@ -296,8 +298,7 @@ def bf16_accuracy(args):
     generator, _ = clade.create_models(config.model)
     if params is None:
       params = jax.jit(generator.init)(train.init_key(0), x[:1])["params"]
-    with convolution.use(config.model.conv_impl):
-      out[dtype] = np.asarray(jax.jit(generator.apply)({"params": params}, x))
+    out[dtype] = np.asarray(jax.jit(generator.apply)({"params": params}, x))
   diff = np.abs(out["bfloat16"] - out["float32"])
   print(f"bfloat16 vs float32 generator output ({what}; conv_impl="
         f"{config.model.get('conv_impl', 'auto')}; outputs in [-1, 1]): max |diff| "
@@ -350,8 +351,7 @@ def main(argv=None):
         f"features={args.disc_features}; {args.patch}x{args.patch} patches; JAX conv_impl="
         f"{args.conv_impl}, dtype={args.dtype}; median of {args.repeats} samples of >= "
         f"{args.min_time} s after {args.warmup} warm-up calls\n")
-  with convolution.use(args.conv_impl):
-    run(args, only)
+  run(args, only)
 
 
 def run(args, only):

@@ -79,7 +79,6 @@ def worker(args) -> None:
 
   from clade_jax import methods, train
   from clade_jax.data import patches as patches_lib
-  from clade_jax.models import convolution
 
   config = load_config(args.config)
   config.data.root = args.root
@@ -98,23 +97,22 @@ def worker(args) -> None:
       num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)))
   to_global = lambda batch: {k: jax.make_array_from_process_local_data(batch_sharding, v)
                              for k, v in batch.items()}
-  with convolution.use(config.model.conv_impl):
-    step_fn = jax.jit(method.make_train_step(config), in_shardings=(replicated, batch_sharding),
-                      out_shardings=(replicated, replicated), donate_argnums=0)
-    state = jax.jit(functools.partial(method.init_state, config),
-                    out_shardings=replicated)(train.init_key(config.seed))
-    history = []  # Device arrays, fetched after the timing.
-    start = time.perf_counter()
-    for _ in range(args.warmup):
-      state, metrics = step_fn(state, to_global(next(iterator)))
-      history.append(metrics)
-    jax.block_until_ready(metrics)
-    warm = time.perf_counter()
-    for _ in range(args.steps):
-      state, metrics = step_fn(state, to_global(next(iterator)))
-      history.append(metrics)
-    jax.block_until_ready(metrics)
-    seconds = time.perf_counter() - warm
+  step_fn = jax.jit(method.make_train_step(config), in_shardings=(replicated, batch_sharding),
+                    out_shardings=(replicated, replicated), donate_argnums=0)
+  state = jax.jit(functools.partial(method.init_state, config),
+                  out_shardings=replicated)(train.init_key(config.seed))
+  history = []  # Device arrays, fetched after the timing.
+  start = time.perf_counter()
+  for _ in range(args.warmup):
+    state, metrics = step_fn(state, to_global(next(iterator)))
+    history.append(metrics)
+  jax.block_until_ready(metrics)
+  warm = time.perf_counter()
+  for _ in range(args.steps):
+    state, metrics = step_fn(state, to_global(next(iterator)))
+    history.append(metrics)
+  jax.block_until_ready(metrics)
+  seconds = time.perf_counter() - warm
   if distributed.is_main():
     history = [{k: float(v) for k, v in jax.device_get(m).items() if k in SHOWN_LOSSES}
                for m in history]

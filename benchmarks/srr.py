@@ -123,11 +123,11 @@ def time_row(apply_fn, params, slices, *, patch, stride, batch_size, chunk, mode
   chunk = min(chunk, len(slices))
   # Exactly the static arguments `reconstruct_slices` passes (mesh included), so
   # that its jitted call finds the program compiled here.
-  kwargs = dict(apply_fn=apply_fn, patch_size=patch, stride=stride or 1,
-                patches_per_batch=batch_size, mode=mode,
-                size_multiple=clade.SIZE_MULTIPLE, mesh=None)
+  window = srr.Window(patch_size=patch, stride=stride or 1, batch_size=batch_size,
+                      slices_per_chunk=chunk, mode=mode, size_multiple=clade.SIZE_MULTIPLE)
   start = time.perf_counter()
-  compiled = srr.reconstruct_chunk.lower(params, slices[:chunk], **kwargs).compile()
+  compiled = srr.reconstruct_chunk.lower(params, slices[:chunk], apply_fn=apply_fn,
+                                         window=window, mesh=None).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   xla_bytes = None
@@ -137,10 +137,7 @@ def time_row(apply_fn, params, slices, *, patch, stride, batch_size, chunk, mode
   with PeakRss() as rss:
     start = time.perf_counter()
     # The jitted call below reuses the program compiled above.
-    out = srr.reconstruct_slices(
-        apply_fn, params, slices, patch_size=patch, stride=stride or 1,
-        patches_per_batch=batch_size, slices_per_chunk=chunk, mode=mode,
-        size_multiple=clade.SIZE_MULTIPLE)
+    out = srr.reconstruct_slices(apply_fn, params, slices, window)
     seconds = time.perf_counter() - start
   return seconds, compile_s, xla_bytes, rss.peak, out
 

@@ -104,7 +104,7 @@ class ResnetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-  """PatchGAN with instance norm, as clade_jax.models.PatchDiscriminator."""
+  """PatchGAN with instance norm, as clade_jax.models.discriminator.PatchDiscriminator."""
 
   def __init__(self, features=64, num_layers=3, channels=1):
     super().__init__()

@@ -20,6 +20,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from clade_jax import atomic
+from clade_jax import methods
+from clade_jax import train_state
 from clade_jax.methods import DEFAULT as DEFAULT_METHOD
 
 CONFIG_FILE = "config.json"
@@ -40,13 +42,37 @@ def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict) -> Non
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
 
 
-def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None):
+def restore(mngr: ocp.CheckpointManager, abstract_state, step: int | None = None,
+            legacy=None):
   """Restores (state, data_state) at `step` (default latest) onto `abstract_state`'s
-  shapes and shardings."""
+  shapes and shardings.
+
+  Args:
+    mngr: the workdir's `manager`.
+    abstract_state: the method's train state as `abstract_like` gives it.
+    step: checkpoint step; default the latest.
+    legacy: the method's `legacy_checkpoint`, if any: ``legacy(abstract_state)`` gives
+      ``(target, upgrade)`` for checkpoints of an older layout of its state, tried
+      when the saved state does not fit `abstract_state`.
+
+  Raises:
+    CheckpointError: the saved state fits neither layout.
+  """
   step = mngr.latest_step() if step is None else step
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-  return restored["state"], restored["data"]
+  layouts = [(abstract_state, lambda state: state)]
+  if legacy is not None:
+    layouts.append(legacy(abstract_state))
+  for target, upgrade in layouts:
+    try:
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+    except ValueError as e:  # Orbax: the saved tree differs from the target's.
+      error = e
+      continue
+    return upgrade(restored["state"]), restored["data"]
+  first_line = str(error).splitlines()[0] if str(error) else ""
+  raise CheckpointError(f"{mngr.directory}: checkpoint {step} does not fit this code's train "
+                        f"state ({first_line}); train into a new --workdir")
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -85,6 +111,9 @@ def _local_target(mngr: ocp.CheckpointManager, step: int):
 def restore_params(workdir: str, step: int | None = None, averaged: bool = True):
   """Loads (params, config) of a trained run for inference; creates nothing.
 
+  The whole saved state is read and the run's method picks what inference needs
+  (`train_state.params_for_inference`), so nothing here knows what a method keeps.
+
   Args:
     workdir: a training workdir (config.json and checkpoints/).
     step: checkpoint step; default the latest.
@@ -92,12 +121,17 @@ def restore_params(workdir: str, step: int | None = None, averaged: bool = True)
       (`train_state.EmaTrainState`), return those in place of the raw ones.
 
   Raises:
-    CheckpointError: not a workdir, no checkpoint (or not `step`), or an unreadable
-      checkpoint; the message names the workdir and the step.
+    CheckpointError: not a workdir, no checkpoint (or not `step`), an unreadable
+      checkpoint, or a config naming no method; the message names the workdir and the
+      step.
   """
   if not os.path.isdir(workdir):
     raise CheckpointError(f"{workdir}: no such directory")
   config = load_config(workdir)
+  try:
+    method = methods.of(config)
+  except methods.UnknownMethodError as e:
+    raise CheckpointError(f"{workdir}: {e}") from None
   steps = checkpoint_steps(workdir)
   if not steps:
     raise CheckpointError(f"{workdir}: no checkpoint found (train first)")
@@ -116,12 +150,12 @@ def restore_params(workdir: str, step: int | None = None, averaged: bool = True)
                           f"({type(e).__name__}: {first_line})") from None
   finally:
     mngr.close()
-  params = restored["state"].get("params")
-  if not isinstance(params, dict) or not params:
+  state = restored["state"]
+  if not isinstance(state.get("params"), dict) or not state["params"]:
     raise CheckpointError(f"{workdir}: checkpoint {step} holds no network parameters")
-  if averaged:  # What inference uses, where the run kept them.
-    params = {**params, **(restored["state"].get("ema_params") or {})}
-  return params, config
+  if not averaged:  # The raw weights, where the run also kept averaged ones.
+    state = {name: value for name, value in state.items() if name != "ema_params"}
+  return train_state.params_for_inference(method, state), config
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict,

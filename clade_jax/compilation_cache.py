@@ -2,10 +2,8 @@
 
 The paper-sized train step takes over a minute to compile on a CPU; with the cache a
 second run of the same config loads the compiled programs from disk instead
-(benchmarks/RESULTS.md has the measured start-up times). `enable` also keeps the
-training driver's traced programs in a `traces` folder inside it (`trace_cache`), so a
-re-run skips Python tracing too. The command lines turn both on; library users keep
-whatever their program set, and trace every run.
+(benchmarks/RESULTS.md has the measured start-up times). The command lines turn it on;
+library users keep whatever their program set.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import os
 import jax
 
 ENV = "JAX_COMPILATION_CACHE_DIR"  # JAX's own variable: set, it wins.
-_traces: str | None = None  # Where `enable` put the trace cache; None: off.
 
 
 def default_directory() -> str:
@@ -34,8 +31,6 @@ def enable(directory: str | None = None) -> str | None:
     The directory in use, or None when off or when it cannot be created (a read-only
     home, say): compiling again is slower, never wrong.
   """
-  global _traces
-  _traces = None
   directory = directory if directory is not None else (os.environ.get(ENV)
                                                        or default_directory())
   if directory.lower() in ("", "none"):
@@ -47,10 +42,4 @@ def enable(directory: str | None = None) -> str | None:
   jax.config.update("jax_compilation_cache_dir", directory)
   # Programs that compile in under a second are not worth a disk round trip.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  _traces = directory
   return directory
-
-
-def traces_directory() -> str | None:
-  """Where `trace_cache.Program`s keep traces: the directory `enable` turned on, or None."""
-  return _traces

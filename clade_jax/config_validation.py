@@ -5,8 +5,10 @@ Two moments need them:
 * After flag parsing, `validate(config, reference)` checks the resolved config against
   the method's default config (`reference`): every field must exist there (an unknown
   one is named with the closest valid field), every numeric field must lie in its range
-  (`RANGES`) and every enumerated field must be one of its values (`ENUMS`). Fields the
-  tables name but a config lacks are skipped, so one table serves every method.
+  and every enumerated field must be one of its values. `RANGES` and `ENUMS` hold the
+  fields every method shares (clade_jax/configs/base.py); a method adds its own (its
+  module's ``config_ranges`` and ``config_enums``). Fields a table names but a config
+  lacks are skipped.
 * During flag parsing, ml_collections' ``config_flags`` raises a bare AttributeError or
   KeyError for an override of a field that does not exist (``--config.train.batchsize=3``)
   before any of our code runs. `parse_flags` is a drop-in ``flags_parser`` for
@@ -43,6 +45,7 @@ class Range:
     lo_exclusive: the lower bound itself is not allowed.
     hi_exclusive: the upper bound itself is not allowed.
     size: how many values a sequence field holds; None: any number, or a scalar.
+    why: said after the range when a value is out of it, where the bound needs a reason.
   """
 
   lo: float | str | None = None
@@ -50,10 +53,12 @@ class Range:
   lo_exclusive: bool = False
   hi_exclusive: bool = False
   size: int | None = None  # A sequence field's number of values.
+  why: str = ""
 
 
-# Numeric fields and their ranges. A sequence value (data.percentiles) is checked
-# element by element and must be strictly increasing.
+# The shared fields' ranges (clade_jax/configs/base.py: what the driver and inference
+# read); each method checks its own with its `config_ranges`. A sequence value
+# (data.percentiles) is checked element by element and must be strictly increasing.
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**32 - 1),
     "data.thick_axis": Range(-1, 2),  # -1 detects it.
@@ -68,14 +73,6 @@ RANGES: dict[str, Range] = {
     "data.prefetch": Range(0),
     "data.volume_index": Range(-1),  # -1: the file must hold one volume.
     "data.slice_thickness": Range(0),  # 0 = the slice spacing.
-    "eval.consistency_regularisation": Range(0),
-    "model.features": Range(1),
-    "model.num_blocks": Range(1),
-    "model.disc_features": Range(1),
-    "model.disc_layers": Range(1),
-    "loss.cyc": Range(0),
-    "loss.ident": Range(0),
-    "loss.gmap": Range(0),
     "train.batch_size": Range(1),
     "train.epochs": Range(1),
     "train.num_steps": Range(0),  # 0 = use epochs.
@@ -86,27 +83,20 @@ RANGES: dict[str, Range] = {
     "train.sample_every": Range(1),
     "ckpt.every": Range(1),
     "ckpt.keep": Range(1),
-    "eval.stride": Range(1, "data.patch_size"),  # A larger stride leaves gaps.
     "eval.batch_size": Range(1),
+    "eval.consistency_regularisation": Range(0),
 }
 
-# Enumerated fields and their values.
+# The shared enumerated fields and their values; a method's are its `config_enums`.
 ENUMS: dict[str, tuple[str, ...]] = {
-    "loss.gan": ("log", "lsgan"),
     "data.lr_plane": ("auto", "sagittal", "coronal", "axial"),
-    "data.hr_slices": ("acquired", "all"),
     "data.complex": ("refuse", "magnitude"),
     # 'estimate': from the scan (`profile_estimation.resolve_config`, before training).
     "data.slice_profile": ("gaussian", "rect", "estimate"),
     "data.normalization": ("percentile", "window"),
-    "eval.outside_window": ("restore", "clip"),
     "eval.mode": ("patch", "full"),
-    "eval.blend": ("flat", "taper"),
-    "model.generator_norm": ("demod", "instance"),
-    "model.conv_impl": ("auto", "xla", "im2col", "winograd"),
-    "model.dtype": ("float32", "bfloat16"),
+    "eval.outside_window": ("restore", "clip"),
 }
-
 
 def dotted_fields(config: Any, prefix: str = "") -> dict[str, Any]:
   """The leaves of a nested config as {"train.batch_size": 32, ...}.
@@ -198,7 +188,8 @@ def _check_range(name: str, value: Any, spec: Range, reference_value: Any,
     if x != x:  # NaN compares False with every bound.
       return f"{name}={value!r} is not a number"
     if _in_range(x, spec, values) is False:
-      return f"{name}={value!r} is out of range: must be {_describe(spec, values)}"
+      return (f"{name}={value!r} is out of range: must be {_describe(spec, values)}"
+              + (f" ({spec.why})" if spec.why else ""))
   if len(elements) > 1 and any(b <= a for a, b in zip(elements, elements[1:])):
     return f"{name}={value!r} must be strictly increasing"
   return None

@@ -98,6 +98,26 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         f"set ${COORDINATOR_ENV}, ${NUM_PROCESSES_ENV} and ${PROCESS_ID_ENV})") from None
 
 
+def start(multihost: bool = False, coordinator_address: str | None = None,
+          num_processes: int | None = None, process_id: int | None = None) -> bool:
+  """What every command's --multihost flags do: `initialize` when asked, else nothing.
+
+  Giving any of the three values implies ``multihost``, so a launcher that passes them
+  need not also pass the switch.
+
+  Returns:
+    Whether the distributed runtime was started.
+
+  Raises:
+    DistributedError: see `initialize`.
+  """
+  cluster = (coordinator_address, num_processes, process_id)
+  if not multihost and all(value is None for value in cluster):
+    return False
+  initialize(*cluster)
+  return True
+
+
 def is_main() -> bool:
   """Whether this process writes the run's files (logs, configs, figures)."""
   return jax.process_index() == 0

@@ -1,10 +1,13 @@
 """The held-out check at the end of training: one slice never trained on, super-resolved.
 
 The central low-resolution slice of the first training volume is kept out of training
-(`holdout_slice`). After the last step the run's method super-resolves it as inference
-would (the run's stride, blending and flips; projected onto the acquired slices when
-``eval.data_consistency`` is on) and `check` writes ``holdout_sr.png``: the cubic-spline
-input, the output and, where the run knows the truth, the truth side by side.
+(`holdout_slice`) by every method that can (`held_out`: the method's `holds_out`; one
+training on in-plane slices cannot, since each crosses it, and the check then names the
+slice without calling it held out). After the last step the run's method
+super-resolves it as inference would (the run's stride, blending and flips; projected
+onto the acquired slices when ``eval.data_consistency`` is on) and `check` writes
+``holdout_sr.png``: the cubic-spline input, the output and, where the run knows the
+truth, the truth side by side.
 
 A truth is a NIfTI volume named by ``data.truth``: the isotropic ground truth of the
 first training volume (the bundled demo's is ``demo_data/truth/``; a simulation's is the
@@ -41,6 +44,16 @@ def holdout_slice(volumes) -> tuple[int, int]:
   """The central low-resolution slice of the first volume: never trained on."""
   first = volumes[0]
   return 0, first.scan.isotropic.shape[first.lr_axis] // 2
+
+
+def holds_out(method) -> bool:
+  """Whether `method` keeps `holdout_slice` out of training (its `holds_out`, default True)."""
+  return getattr(method, "holds_out", True)
+
+
+def held_out(method, volumes) -> list[tuple[int, int]]:
+  """The (volume, slice) pairs `method.make_source` must keep out of training."""
+  return [holdout_slice(volumes)] if holds_out(method) else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,13 +195,17 @@ def check(method, params, volumes, config, workdir, truth: Truth | None = None,
       rows[f"{row} + consistency"] = project_slices(rows[row], [s], source, scan, config)
     shown[1] = f"{name} + consistency"
 
+  what = f"slice {s} of {os.path.basename(prepared.path)}"
+  if holds_out(method):
+    what = f"held-out {what}"
+  else:
+    what = f"{what} (not held out: {method.describe(config)} trains on slices crossing it)"
   results = {}
   if truth is not None:
     results = {row: score_slices(image, truth, scan.lr_axis, [s])
                for row, image in rows.items()}
     width = max(map(len, results))
-    log(f"held-out slice {s} of {os.path.basename(prepared.path)} against "
-        f"data.truth (inside its foreground):")
+    log(f"{what} against data.truth (inside its foreground):")
     for row, values in results.items():
       log(f"  {row:<{width}}  PSNR {values['psnr']:6.2f} dB   SSIM {values['ssim']:.4f}")
     atomic.write_text(os.path.join(workdir, SCORES), json.dumps(
@@ -209,5 +226,5 @@ def check(method, params, volumes, config, workdir, truth: Truth | None = None,
   plotting.slice_comparison(
       {k: plotting.for_display(forward(image)) for k, image in images.items()},
       os.path.join(workdir, FIGURE),
-      title=f"held-out slice {s} of {os.path.basename(prepared.path)}", vrange=(-1, 1))
+      title=what, vrange=(-1, 1))
   return results

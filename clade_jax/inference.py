@@ -32,6 +32,7 @@ from clade_jax import plotting
 from clade_jax import provenance
 from clade_jax import qc_maps as qc_maps_lib
 from clade_jax import report as report_lib
+from clade_jax import train_state
 from clade_jax.data import consistency
 from clade_jax.data import intensity
 from clade_jax.data import patches
@@ -39,6 +40,7 @@ from clade_jax.data import preprocess
 from clade_jax.data import profile_estimation
 from clade_jax.data import slice_profile
 from clade_jax.data import volume as volume_lib
+from clade_jax.volume_srr import OptionsError
 from clade_jax.volume_srr import SROptions
 
 
@@ -97,6 +99,22 @@ def _flat_shapes(tree) -> dict[str, tuple[int, ...]]:
           for path, leaf in leaves}
 
 
+def expected_params(config):
+  """The shapes (`jax.ShapeDtypeStruct`) of what inference gets from a ``config``'s run.
+
+  The method's train state traced abstractly (nothing computed), with XLA's own
+  convolution: every formulation takes the same kernels, and it traces in a fraction
+  of the time of the default one on CPU.
+  """
+  method = methods.of(config)
+  traced = config.copy_and_resolve_references()
+  if 'model' in traced:
+    with traced.unlocked():
+      traced.model.conv_impl = 'xla'
+  abstract = jax.eval_shape(lambda: method.init_state(traced, jax.random.key(0, impl='rbg')))
+  return train_state.params_for_inference(method, abstract)
+
+
 def check_params(params, config) -> None:
   """Checks parameter names and shapes against the networks ``config`` describes.
 
@@ -104,8 +122,7 @@ def check_params(params, config) -> None:
     ValueError: naming the first differences and the method's architecture fields.
   """
   method = methods.of(config)
-  abstract = jax.eval_shape(lambda: method.init_state(config, jax.random.key(0, impl='rbg')))
-  expected, actual = _flat_shapes(abstract.params), _flat_shapes(params)
+  expected, actual = _flat_shapes(expected_params(config)), _flat_shapes(params)
   problems = [f'{k} is missing' for k in expected if k not in actual]
   problems += [f'{k} is not in the model' for k in actual if k not in expected]
   problems += [f'{k} has shape {actual[k]}, the model expects {expected[k]}'
@@ -262,17 +279,7 @@ def acquisition_model(source: volume_lib.Volume, prepared: preprocess.PreparedIn
     raise volume_lib.VolumeError(f"{source.name}: {e}") from None
 
 
-def _check_options(config, stride, batch_size, mode, planes, outside=None) -> None:
-  patch = config.data.patch_size
-  if stride is not None and not 1 <= stride <= patch:
-    raise UsageError(
-        f'--stride must be in [1, {patch}] (the patch size), got {stride}')
-  if batch_size is not None and batch_size < 1:
-    raise UsageError(f'--batch-size must be >= 1, got {batch_size}')
-  if mode not in (None, 'patch', 'full'):
-    raise UsageError(f"--mode must be 'patch' or 'full', got {mode!r}")
-  if planes not in (None, 'trained', 'both'):
-    raise UsageError(f"--planes must be 'trained' or 'both', got {planes!r}")
+def _check_outside(outside: str | None) -> None:
   if outside not in (None, *intensity.OUTSIDE_MODES):
     raise UsageError(f"--outside-window must be one of {', '.join(intensity.OUTSIDE_MODES)}, "
                      f"got {outside!r}")
@@ -283,10 +290,12 @@ def run(
     input_path: str,
     output_path: str,
     *,
+    options: SROptions | None = None,
     step: int | None = None,
     stride: int | None = None,
     batch_size: int | None = None,
     mode: str | None = None,
+    blend: str | None = None,
     planes: str | None = None,
     data_consistency: bool | None = None,
     volume_index: int | None = None,
@@ -308,12 +317,12 @@ def run(
     workdir: The training workdir.
     input_path: Anisotropic NIfTI volume.
     output_path: Where to write the float32 isotropic NIfTI; never the input.
+    options: How to super-resolve (`volume_srr.SROptions`: stride, batch size, mode,
+      blend, planes, progress); None fields take the run's ``config.eval`` values.
     step: Checkpoint step; default the latest.
-    stride: Sliding-window stride; default the run's ``eval.stride``.
-    batch_size: Patches per generator call; default ``eval.batch_size``.
-    mode: ``'patch'`` or ``'full'``; default ``eval.mode``.
-    planes: ``'trained'`` or ``'both'`` (see `volume_srr.SROptions`); default the
-      run's ``eval.planes`` (SMORE: both; CLADE: ``data.lr_planes``), else ``'trained'``.
+    stride, batch_size, mode, blend, planes: Shorthands for the same fields of
+      ``options``, which they override when given (``eval.planes``: SMORE both; CLADE
+      the planes it trained on, ``data.lr_planes``; else ``'trained'``).
     data_consistency: Project onto the acquired slices; default the run's
       ``eval.data_consistency``.
     volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.
@@ -330,7 +339,7 @@ def run(
     truth: An isotropic truth of the scan (a simulation's) whose grid contains the
       output's voxel centres: PSNR/SSIM of the output and of the cubic spline go to
       the sidecar (``inference.truth``), the report and `Result.truth_metrics`.
-    progress: Show a progress bar over slices.
+    progress: Show a progress bar over slices (False overrides ``options.progress``).
 
   Returns:
     A `Result`.
@@ -353,7 +362,19 @@ def run(
     raise checkpointing.CheckpointError(f'{workdir}: no such directory')
   config = checkpointing.load_config(workdir)
   method = method_of(workdir, config)
-  _check_options(config, stride, batch_size, mode, planes, outside)
+  if hasattr(method, 'resolve_config'):  # 'auto' fields of a config.json not from train.py.
+    method.resolve_config(config)
+  options = options or SROptions()
+  shorthands = dict(stride=stride, batch_size=batch_size, mode=mode, blend=blend,
+                    planes=planes)
+  options = dataclasses.replace(
+      options, progress=options.progress and progress,
+      **{field: value for field, value in shorthands.items() if value is not None})
+  try:
+    options = options.resolve(config)  # Checked before anything is read or compiled.
+  except OptionsError as e:
+    raise UsageError(str(e)) from None
+  _check_outside(outside)
   load = patches.load_options(config.data)
   if volume_index is not None:
     load['volume_index'] = volume_index
@@ -367,11 +388,8 @@ def run(
                                        prepared.affine)
   params, config, step = load_params(workdir, step)
 
-  options = SROptions(stride=stride, mode=mode, batch_size=batch_size, planes=planes,
-                      progress=progress)
   output, (before, after) = _super_resolve_prepared(source, prepared, params, config,
                                                     options, data_consistency, outside)
-  options = options.with_defaults(config.eval)
   planes = options.planes
   label = method.describe(config)
   info = provenance.collect(config)

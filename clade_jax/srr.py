@@ -23,20 +23,24 @@ only the loop over chunks of slices runs on the host. Typical use::
 
   bar = tqdm.tqdm(total=len(slices), unit='slice')
   sr_slices = srr.reconstruct_slices(
-      apply_fn, params, slices, stride=6, progress=bar.update)
+      apply_fn, params, slices, srr.Window(stride=6), progress=bar.update)
+
+Every setting of the window (patch size, stride, batch size, chunk, mode, blend) is one
+frozen `Window`, checked when it is made, from ``infer.py``'s flags
+(`volume_srr.SROptions.window`) down to the jitted kernel.
 
 Peak device memory in ``mode='patch'`` is about
 
-  patches_per_batch x (network activations of one patch)
+  batch_size x (network activations of one patch)
   + about 4 x slices_per_chunk x H x W x 4 bytes
 
 The first term is one network call: the patches of a chunk are flattened across
-slices and fed to the network ``patches_per_batch`` at a time inside a ``lax.scan``,
+slices and fed to the network ``batch_size`` at a time inside a ``lax.scan``,
 so the full set of patches (6,561 per 512 x 512 slice at stride 6, about 27 MB per
 slice in float32 before any activations) is never materialised. The second term is
 the input chunk, the float32 accumulator, the chunk's output and the previous chunk's
 output waiting to be copied to the host. Neither term depends on the number of slices
-in the volume, so ``patches_per_batch`` is the knob that sets the peak. On CPU, XLA's
+in the volume, so ``batch_size`` is the knob that sets the peak. On CPU, XLA's
 convolutions take scratch memory outside its own accounting; measured peaks and speeds
 are in benchmarks/RESULTS.md (``benchmarks/srr.py``).
 
@@ -56,6 +60,7 @@ input's units) is `clade_jax.volume_srr`; this module knows nothing of any metho
 """
 
 from collections.abc import Callable
+import dataclasses
 import functools
 from typing import Any, Literal
 
@@ -73,8 +78,72 @@ from clade_jax import distributed
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
 Mode = Literal['patch', 'full']
 Blend = Literal['flat', 'taper']
+MODES = ('patch', 'full')
 BLENDS = ('flat', 'taper')
 _DATA_AXIS = 'data'
+
+
+class WindowError(ValueError):
+  """A `Window` setting out of range: "<field> <requirement>"; `field` names it, so
+  that a caller can name its own flag or config field instead."""
+
+  def __init__(self, field: str, requirement: str):
+    super().__init__(f'{field} {requirement}')
+    self.field, self.requirement = field, requirement
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """How slices are cut, batched and stitched: the static settings of `reconstruct_chunk`.
+
+  Frozen and hashable, so one `Window` is one compiled program (with the ``apply_fn``,
+  the mesh and the chunk's shape). Checked when made: a bad value raises `WindowError`.
+
+  Attributes:
+    patch_size: Side of the square patches (32 in the paper); the network's training
+      patch.
+    stride: Step between patches, in ``[1, patch_size]`` (a larger stride would leave
+      uncovered gaps).
+    batch_size: Upper bound on the patches per network call in patch mode (per device
+      with a mesh). Sets the peak memory, see the module docstring.
+    slices_per_chunk: Slices per jitted call; bounds the accumulator memory. Rounded up
+      to a multiple of the mesh size when there is a mesh.
+    mode: ``'patch'``: the paper's overlapping sliding-window reconstruction.
+      ``'full'``: one network pass over each whole slice, reflect-padded at the
+      bottom/right to a multiple of ``size_multiple`` and cropped back. The results
+      differ, because near patch borders the network sees padding where in full mode it
+      sees the neighbouring anatomy, and no averaging over overlapping patches takes
+      place.
+    blend: How overlapping patches are averaged: ``'flat'`` (the paper) or ``'taper'``
+      (`blend_window`).
+    size_multiple: Whole-slice inputs are padded to a multiple of this (the network's
+      total downsampling factor; 4 for CycleGAN's ResNet generator).
+  """
+
+  patch_size: int = 32
+  stride: int = 12
+  batch_size: int = 1024
+  slices_per_chunk: int = 8
+  mode: Mode = 'patch'
+  blend: Blend = 'flat'
+  size_multiple: int = 1
+
+  def __post_init__(self):
+    for field in ('patch_size', 'batch_size', 'slices_per_chunk', 'size_multiple'):
+      value = getattr(self, field)
+      if not _is_int(value) or value < 1:
+        raise WindowError(field, f'must be an integer >= 1, got {value!r}')
+    if not _is_int(self.stride) or not 1 <= self.stride <= self.patch_size:
+      raise WindowError('stride', f'must be in [1, {self.patch_size}] (the patch size) so '
+                                  f'that patches leave no gaps, got {self.stride!r}')
+    if self.mode not in MODES:
+      raise WindowError('mode', f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+    if self.blend not in BLENDS:
+      raise WindowError('blend', f"must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def blend_window(patch_size: int, blend: Blend = 'flat') -> np.ndarray:
@@ -410,30 +479,22 @@ def _reconstruct_full_mode(
   return outputs[:, :height, :width, 0].astype(jnp.float32)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=('apply_fn', 'patch_size', 'stride', 'patches_per_batch',
-                     'mode', 'size_multiple', 'mesh', 'blend'))
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'window', 'mesh'))
 def reconstruct_chunk(
     params: Any,
     slices: jax.Array,
     *,
     apply_fn: ApplyFn,
-    patch_size: int = 32,
-    stride: int = 12,
-    patches_per_batch: int = 1024,
-    mode: Mode = 'patch',
-    size_multiple: int = 1,
+    window: Window = Window(),
     mesh: jax.sharding.Mesh | None = None,
-    blend: Blend = 'flat',
 ) -> jax.Array:
   """Super-resolves one chunk of slices in a single jitted call.
 
-  Compiled once per (``apply_fn``, static settings, chunk shape): the
-  generator weights are an argument, not constants baked into the program, so
-  new params or a new chunk of the same shape reuse the compiled program.
-  Pass the same ``apply_fn`` object every time (a function defined once, not
-  a fresh lambda per call), since it is part of the compilation cache key.
+  Compiled once per (``apply_fn``, ``window``, ``mesh``, chunk shape): the generator
+  weights are an argument, not constants baked into the program, so new params or a
+  new chunk of the same shape reuse the compiled program. Pass the same ``apply_fn``
+  object every time (a function defined once, not a fresh lambda per call), since it
+  is part of the compilation cache key.
 
   Args:
     params: Generator parameters, passed through to ``apply_fn``.
@@ -442,19 +503,8 @@ def reconstruct_chunk(
       ``[B, h, w, 1]`` to the same shape. It must treat batch entries
       independently (no batch statistics): padded batch slots hold copies of
       real patches.
-    patch_size: Side of the square patches (32 in the paper).
-    stride: Step between patches, in ``[1, patch_size]``.
-    patches_per_batch: Upper bound on the generator batch in patch mode (per
-      device when ``mesh`` is given). Sets the peak memory, see the module
-      docstring.
-    mode: ``'patch'``: the paper's overlapping sliding-window reconstruction.
-      ``'full'``: one network pass over each whole slice, reflect-padded at
-      the bottom/right to a multiple of ``size_multiple`` and cropped back.
-      The results differ, because near patch borders the network sees
-      padding where in full mode it sees the neighbouring anatomy, and no
-      averaging over overlapping patches takes place.
-    size_multiple: Whole-slice inputs are padded to a multiple of this (the
-      network's total downsampling factor; 4 for CycleGAN's ResNet generator).
+    window: The patch size, stride, batch size, mode and blend (`Window`);
+      ``slices_per_chunk`` is `reconstruct_slices`'s.
     mesh: Optional mesh with a ``'data'`` axis; slices are then split over it
       (S must be divisible by its size), each device reconstructs its own
       slices and params are replicated. No communication is needed.
@@ -462,20 +512,13 @@ def reconstruct_chunk(
   Returns:
     float32 ``[S, H, W]`` reconstructed slices.
   """
-  if mode == 'patch':
-    if patches_per_batch < 1:
-      raise ValueError(
-          f'patches_per_batch must be >= 1, got {patches_per_batch}.')
-    if blend not in BLENDS:
-      raise ValueError(f'blend must be one of {BLENDS}, got {blend!r}.')
+  if window.mode == 'patch':
     reconstruct = functools.partial(
-        _reconstruct_patch_mode, apply_fn, patch_size=patch_size,
-        stride=stride, patches_per_batch=patches_per_batch, blend=blend)
-  elif mode == 'full':
-    reconstruct = functools.partial(
-        _reconstruct_full_mode, apply_fn, size_multiple=size_multiple)
+        _reconstruct_patch_mode, apply_fn, patch_size=window.patch_size,
+        stride=window.stride, patches_per_batch=window.batch_size, blend=window.blend)
   else:
-    raise ValueError(f"mode must be 'patch' or 'full', got {mode!r}.")
+    reconstruct = functools.partial(
+        _reconstruct_full_mode, apply_fn, size_multiple=window.size_multiple)
 
   slices = jnp.asarray(slices, jnp.float32)
   if slices.ndim != 3:
@@ -491,76 +534,45 @@ def reconstruct_chunk(
 
 def make_slice_reconstructor(
     apply_fn: ApplyFn,
+    window: Window = Window(),
     *,
-    patch_size: int = 32,
-    stride: int = 12,
-    patches_per_batch: int = 1024,
-    mode: Mode = 'patch',
-    size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
-    blend: Blend = 'flat',
 ) -> Callable[[Any, jax.Array], jax.Array]:
   """Binds the static settings of `reconstruct_chunk`.
-
-  Args:
-    apply_fn: See `reconstruct_chunk`.
-    patch_size: See `reconstruct_chunk`.
-    stride: See `reconstruct_chunk`.
-    patches_per_batch: See `reconstruct_chunk`.
-    mode: See `reconstruct_chunk`.
-    size_multiple: See `reconstruct_chunk`.
-    mesh: See `reconstruct_chunk`.
-    blend: See `reconstruct_chunk`.
 
   Returns:
     A jitted ``reconstruct(params, slices [S, H, W]) -> [S, H, W]``.
   """
-  return functools.partial(
-      reconstruct_chunk, apply_fn=apply_fn, patch_size=patch_size,
-      stride=stride, patches_per_batch=patches_per_batch, mode=mode,
-      size_multiple=size_multiple, mesh=mesh, blend=blend)
+  return functools.partial(reconstruct_chunk, apply_fn=apply_fn, window=window, mesh=mesh)
 
 
 def reconstruct_slices(
     apply_fn: ApplyFn,
     params: Any,
     slices,
+    window: Window = Window(),
     *,
-    patch_size: int = 32,
-    stride: int = 12,
-    patches_per_batch: int = 1024,
-    slices_per_chunk: int = 8,
-    mode: Mode = 'patch',
-    size_multiple: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     progress: Callable[[int], Any] | None = None,
-    blend: Blend = 'flat',
 ) -> np.ndarray:
-  """Super-resolves a stack of 2D slices, a chunk of slices per jitted call.
+  """Super-resolves a stack of 2D slices, ``window.slices_per_chunk`` per jitted call.
 
   Every chunk has the same shape (the last one is zero-padded and cropped),
   so the reconstruction compiles once per slice size. The next chunk is
   dispatched before the previous one is copied to the host, which overlaps
   the transfer with compute. Results do not depend on ``slices_per_chunk``
-  or ``patches_per_batch`` beyond float rounding of the scatter-add order.
+  or ``batch_size`` beyond float rounding of the scatter-add order.
 
   Args:
     apply_fn: Generator ``apply_fn(params, x)``, see `reconstruct_chunk`.
     params: Generator parameters.
     slices: float32 ``[S, H, W]`` slices (numpy or jax).
-    patch_size: Side of the square patches.
-    stride: Step between patches, in ``[1, patch_size]``.
-    patches_per_batch: Upper bound on the generator batch (patch mode).
-    slices_per_chunk: Slices per jitted call; bounds the accumulator memory.
-      Rounded up to a multiple of the mesh size when ``mesh`` is given.
-    mode: ``'patch'`` or ``'full'``, see `reconstruct_chunk`.
-    size_multiple: See `reconstruct_chunk`.
+    window: How to cut, batch and stitch (`Window`).
     mesh: Optional mesh with a ``'data'`` axis to split each chunk over. A mesh
       spanning several processes needs every process to call this with the same
       slices; each receives the whole result.
     progress: Called with the number of slices finished after each chunk,
       e.g. ``tqdm_bar.update``.
-    blend: ``'flat'`` or ``'taper'``, see `reconstruct_chunk`.
 
   Returns:
     float32 numpy ``[S, H, W]`` reconstructed slices.
@@ -568,18 +580,13 @@ def reconstruct_slices(
   slices = np.asarray(slices, np.float32)
   if slices.ndim != 3:
     raise ValueError(f'slices must be [S, H, W], got shape {slices.shape}.')
-  if slices_per_chunk < 1:
-    raise ValueError(f'slices_per_chunk must be >= 1, got {slices_per_chunk}.')
   num_slices = slices.shape[0]
   outputs = np.empty_like(slices)
   if num_slices == 0:
     return outputs
-  reconstruct = make_slice_reconstructor(
-      apply_fn, patch_size=patch_size, stride=stride,
-      patches_per_batch=patches_per_batch, mode=mode,
-      size_multiple=size_multiple, mesh=mesh, blend=blend)
+  reconstruct = make_slice_reconstructor(apply_fn, window, mesh=mesh)
 
-  chunk_size = min(slices_per_chunk, num_slices)
+  chunk_size = min(window.slices_per_chunk, num_slices)
   if mesh is not None:
     num_shards = mesh.shape[_DATA_AXIS]
     chunk_size = -(-chunk_size // num_shards) * num_shards

@@ -6,11 +6,10 @@ per-host shards, resuming from the latest checkpoint, Ctrl-C, the NaN stop, the 
 log, the sample grids and the held-out figure. What a method trains and how is
 `clade_jax.methods.<config.method>` (see that package's docstring for the contract).
 
-Start-up is kept short for re-runs and resumes: the programs' traces and executables
-come from the caches the command lines turn on (`trace_cache`, `compilation_cache`),
-and the train step compiles in a thread (from the start, for the arguments of the
-config's previous run) while the data, the held-out truth and the initial state are
-prepared.
+Every program (init, train step, sample grids) is a `jax.jit` with its shardings, the
+train step donating its state; the command lines turn on JAX's persistent compilation
+cache (`compilation_cache`), so a re-run or a resume loads the compiled programs
+instead of compiling them again.
 
 With several processes (`clade_jax.distributed`) every process runs this same code:
 the mesh spans all their devices, each process samples only its block of every global
@@ -21,10 +20,11 @@ provenance, metrics and pictures.
 
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
 import os
 import signal
 import time
+from typing import Any, Callable
 
 import grain
 import jax
@@ -35,20 +35,17 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from clade_jax import checkpointing
-from clade_jax import compilation_cache
 from clade_jax import config_validation
 from clade_jax import distributed
 from clade_jax import holdout
 from clade_jax import methods
 from clade_jax import metric_writer
 from clade_jax import provenance
-from clade_jax import trace_cache
-from clade_jax.train_state import inference_params
+from clade_jax.train_state import params_for_inference
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import profile_estimation
 from clade_jax.data import volume as volume_lib
-from clade_jax.models import convolution
 
 
 PROVENANCE_FILE = "provenance.json"
@@ -67,9 +64,6 @@ def init_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl="rbg")
 
 
-holdout_slice = holdout.holdout_slice
-
-
 def build_data(config, method=None):
   """Prepared volumes and the method's training source (host work: loading, resampling)."""
   method = method or methods.of(config)
@@ -82,7 +76,7 @@ def build_data(config, method=None):
       volume_lib.Volume(v.scan.acquired, v.scan.acquired_affine, path=v.path) for v in volumes])
   if hasattr(method, "resolve_config"):  # The method's 'auto' fields, before config.json.
     method.resolve_config(config)
-  return volumes, method.make_source(config, volumes, [holdout_slice(volumes)])
+  return volumes, method.make_source(config, volumes, holdout.held_out(method, volumes))
 
 
 def total_steps(config, source) -> int:
@@ -126,43 +120,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     raise ConfigError(f"train.batch_size={config.train.batch_size} must be divisible by the "
                       f"{jax.device_count()} devices")
 
-  conv_impl = convolution.resolve(config.model.get("conv_impl", "auto"))
-  key = repr((config.to_json_best_effort(sort_keys=True), conv_impl))
-
-  def program(fun, **options):
-    # Networks read the convolution formulation when traced: each program traces with
-    # the run's, in whichever thread it is first compiled.
-    def traced(*args):
-      with convolution.use(conv_impl):
-        return fun(*args)
-    return trace_cache.Program(traced, key=key, directory=compilation_cache.traces_directory(),
-                               **options)
-
-  init_fn = program(lambda seed: method.init_state(config, init_key(seed)), name="init_state",
-                    in_shardings=(replicated,), out_sharding=replicated)
-  step_fn = program(method.make_train_step(config), name="train_step",
-                    in_shardings=(replicated, batch_sharding), out_sharding=replicated,
-                    donate_argnums=(0,))
+  init_fn = jax.jit(lambda seed: method.init_state(config, init_key(seed)),
+                    in_shardings=(replicated,), out_shardings=replicated)
+  step_fn = jax.jit(method.make_train_step(config), in_shardings=(replicated, batch_sharding),
+                    out_shardings=replicated, donate_argnums=(0,))
   # Replicated in and out: every process runs it, each can read the pictures.
-  sample_fn = program(method.make_sample_fn(config), name="sample",
-                      in_shardings=(replicated, replicated), out_sharding=replicated)
-  seed = np.uint32(config.seed)
-  # A re-run of this config starts compiling (or loading) the train step for the
-  # arguments it had last time, before the data is loaded.
-  previous = step_fn.last_arguments()
-  if previous:
-    _background(step_fn.compile, *previous)
-
+  sample_fn = jax.jit(method.make_sample_fn(config), in_shardings=(replicated, replicated),
+                      out_shardings=replicated)
   volumes, source = build_data(config, method)
-  num_steps = total_steps(config, source)
   checkpointing.write_config(workdir, config, method.architecture_fields)
-  batch_specs = {k: jax.ShapeDtypeStruct((config.train.batch_size, *v.shape[1:]), v.dtype,
-                                         sharding=batch_sharding)
-                 for k, v in patches_lib.make_dataset(source, 1, seed=config.seed)[0].items()}
-
-  # The train step compiles, or loads from the caches, while the rest starts up: a
-  # no-op once the compile started above is done, if it guessed the arguments right.
-  compiling = _background(step_fn.compile, init_fn.out_shapes(seed), batch_specs)
   truth = holdout.load_truth(config, volumes)  # A truth that does not fit fails now.
   if distributed.is_main():
     info = provenance.collect(config)
@@ -170,82 +136,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if estimate:
       info["slice_profile_estimate"] = estimate
     provenance.write(os.path.join(workdir, PROVENANCE_FILE), info)
-  state = init_fn(seed)
-  return _train_loop(config, workdir, method, volumes, source, num_steps, state,
-                     step_fn, sample_fn, batch_sharding, replicated, started, truth,
-                     compiling, progress)
+  run = _Run(config=config, workdir=workdir, method=method, volumes=volumes, source=source,
+             truth=truth, num_steps=total_steps(config, source),
+             batch_sharding=batch_sharding, replicated=replicated, step_fn=step_fn,
+             sample_fn=sample_fn, started=started, progress=progress)
+  return _train_loop(run, init_fn(np.uint32(config.seed)))
 
 
-def _background(fun, *args) -> concurrent.futures.Future:
-  """Runs `fun(*args)` in a thread.
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """What the train loop needs, fixed for the whole run."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  method: Any
+  volumes: list
+  source: Any  # The method's training examples (a grain random-access source).
+  truth: Any  # The held-out truth, or None.
+  num_steps: int
+  batch_sharding: NamedSharding
+  replicated: NamedSharding
+  step_fn: Callable  # (state, global batch) -> (state, metrics); donates the state.
+  sample_fn: Callable  # (inference params, batch) -> pictures.
+  started: float  # `time.perf_counter()` when the command began.
+  progress: bool
 
-  A start-up error in the meantime still stops the run at once with its message; the
-  process then exits when the thread is done (XLA cannot abandon a compile).
-  """
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-  future = pool.submit(fun, *args)
-  pool.shutdown(wait=False)
-  return future
 
-
-def _train_loop(config, workdir, method, volumes, source, num_steps, state, step_fn,
-                sample_fn, batch_sharding, replicated, started, truth=None, compiling=None,
-                progress=True):
-  block, blocks = distributed.batch_shard(batch_sharding, config.train.batch_size)
-  dataset = patches_lib.make_dataset(source, config.train.batch_size // blocks,
-                                     seed=config.seed, shard_index=block, shard_count=blocks)
-  iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(
-      num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)))
-
+def _train_loop(run: _Run, state):
+  """Trains from `state` (or the workdir's latest checkpoint) to `run.num_steps`."""
+  config, workdir = run.config, run.workdir
+  iterator = _batches(run)
   mngr = checkpointing.manager(workdir, keep=config.ckpt.keep)
   if mngr.latest_step() is not None:
-    state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state))
+    state, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(state),
+                                              legacy=getattr(run.method, "legacy_checkpoint", None))
     iterator.set_state(data_state)
   start = int(state.step)
-  is_main = distributed.is_main()
-  writer = metric_writer.MetricWriter(workdir, resume_step=start) if is_main else None
+  writer = (metric_writer.MetricWriter(workdir, resume_step=start)
+            if distributed.is_main() else None)
   # The first (up to 8) examples of the global stream, the same on every process and for
   # any process count, so the grids show progress on the same inputs.
-  shown_examples = min(8, config.train.batch_size)
-  sample_batch = jax.device_put(
-      patches_lib.make_dataset(source, shown_examples, seed=config.seed)[0], replicated)
-  shown = getattr(method, "progress_metrics", ())
-  name = method.describe(config)
-
-  def to_global(local_batch):
-    return {k: jax.make_array_from_process_local_data(batch_sharding, v)
-            for k, v in local_batch.items()}
-
-  if compiling is not None:
-    compiling.result()  # Raises what compiling raised.
-  bar = tqdm(total=num_steps, initial=start, desc=f"training {name}", unit="step",
-             disable=not (is_main and progress), dynamic_ncols=True)
+  sample_batch = jax.device_put(patches_lib.make_dataset(
+      run.source, min(8, config.train.batch_size), seed=config.seed)[0], run.replicated)
+  bar = tqdm(total=run.num_steps, initial=start, desc=f"training {run.method.describe(config)}",
+             unit="step", disable=not (distributed.is_main() and run.progress),
+             dynamic_ncols=True)
   stop = _Interrupt()
   step, stopping = start, False
   with stop:
-    while step < num_steps and not stopping:
-      state, metrics = step_fn(state, to_global(next(iterator)))
+    while step < run.num_steps and not stopping:
+      batch = {k: jax.make_array_from_process_local_data(run.batch_sharding, v)
+               for k, v in next(iterator).items()}
+      state, metrics = run.step_fn(state, batch)
       step += 1
       bar.update(1)
-      first = step == start + 1
-      log = step % config.train.log_every == 0 or step == num_steps or first
-      save = step % config.ckpt.every == 0 or step == num_steps
+      log = step % config.train.log_every == 0 or step == run.num_steps or step == start + 1
+      save = step % config.ckpt.every == 0 or step == run.num_steps
       if log or save:  # A checkpoint must never hold NaN params.
         scalars = _check_finite(jax.device_get(metrics), step, workdir, mngr)
       if log:
-        scalars["steps_per_second"] = bar.format_dict["rate"] or 0.0
-        if first:  # Loading, compiling and one step: what a compilation cache saves.
-          scalars["startup_seconds"] = time.perf_counter() - started
-        if writer:
-          writer.write_scalars(step, scalars)
-        bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items()
-                         if k in shown})
-      if step % config.train.sample_every == 0 or step == num_steps:
-        images = jax.tree.map(distributed.to_host, sample_fn(inference_params(state), sample_batch))
-        if is_main:
-          from clade_jax import plotting  # pylint: disable=g-import-not-at-top
-          plotting.patch_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                              title=f"{name}, step {step}")
+        _log(run, writer, bar, step, scalars, first=step == start + 1)
+      if step % config.train.sample_every == 0 or step == run.num_steps:
+        _write_samples(run, state, sample_batch, step)
       if save:
         checkpointing.save(mngr, step, state, iterator.get_state())
       # Processes stop at the same step or the others would wait for them forever; with
@@ -257,19 +208,49 @@ def _train_loop(config, workdir, method, volumes, source, num_steps, state, step
   bar.close()
   if stopping and step > start:
     checkpointing.save(mngr, step, state, iterator.get_state())
-    if is_main:
+    if distributed.is_main():
       print(f"interrupted: saved a checkpoint at step {step}; re-run the same command to "
             "resume")
   mngr.wait_until_finished()
   mngr.close()
   if writer:
     writer.close()
-  if step >= num_steps:
+  if step >= run.num_steps:
     # Host copies of the replicated params: a method's super_resolve needs no knowledge
     # of the training mesh, and every process runs it (it may use all devices).
-    params = jax.tree.map(distributed.to_host, inference_params(state))
-    write_holdout_figure(method, params, volumes, config, workdir, truth)
+    params = jax.tree.map(distributed.to_host, params_for_inference(run.method, state))
+    write_holdout_figure(run.method, params, run.volumes, config, workdir, run.truth)
   return state
+
+
+def _batches(run: _Run):
+  """This process's block of every global batch, as a resumable grain iterator."""
+  config = run.config
+  block, blocks = distributed.batch_shard(run.batch_sharding, config.train.batch_size)
+  dataset = patches_lib.make_dataset(run.source, config.train.batch_size // blocks,
+                                     seed=config.seed, shard_index=block, shard_count=blocks)
+  return iter(dataset.to_iter_dataset(grain.ReadOptions(
+      num_threads=config.data.num_threads, prefetch_buffer_size=config.data.prefetch)))
+
+
+def _log(run: _Run, writer, bar, step: int, scalars: dict[str, float], first: bool) -> None:
+  scalars["steps_per_second"] = bar.format_dict["rate"] or 0.0
+  if first:  # Loading, compiling and one step: what a compilation cache saves.
+    scalars["startup_seconds"] = time.perf_counter() - run.started
+  if writer:
+    writer.write_scalars(step, scalars)
+  shown = getattr(run.method, "progress_metrics", ())
+  bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in scalars.items() if k in shown})
+
+
+def _write_samples(run: _Run, state, sample_batch, step: int) -> None:
+  """Every process runs the sample program; process 0 saves the grid."""
+  images = jax.tree.map(distributed.to_host,
+                        run.sample_fn(params_for_inference(run.method, state), sample_batch))
+  if distributed.is_main():
+    from clade_jax import plotting  # pylint: disable=g-import-not-at-top
+    plotting.patch_grid(images, os.path.join(run.workdir, "samples", f"step_{step:07d}.png"),
+                        title=f"{run.method.describe(run.config)}, step {step}")
 
 
 def write_holdout_figure(method, params, volumes, config, workdir, truth=None) -> str:

@@ -49,6 +49,15 @@ def inference_params(state) -> dict[str, Any]:
   return {**get("params"), **(get("ema_params") or {})}
 
 
+def params_for_inference(method, state) -> dict[str, Any]:
+  """What `method` super-resolves with from a train state (or one restored as a dict).
+
+  The method's own `inference_params(state)` where it keeps more than params (batch
+  statistics), else `inference_params` above.
+  """
+  return getattr(method, "inference_params", inference_params)(state)
+
+
 def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
   """The decay of update number `step` (0-based): min(decay, (1 + step) / (10 + step)).
 

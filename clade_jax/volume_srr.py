@@ -19,6 +19,7 @@ import jax
 import numpy as np
 import tqdm
 
+from clade_jax import srr
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
 
@@ -28,9 +29,21 @@ Planes = Literal['trained', 'both']
 SliceFn = Callable[[np.ndarray, Callable[[int], Any] | None], np.ndarray]
 
 
+# Where a user sets each field of `SROptions`: ``infer.py``'s flag (a value given) and the
+# run's config field (a value left None), so that an error names what to change.
+FLAGS = {'stride': '--stride', 'batch_size': '--batch-size', 'mode': '--mode',
+         'blend': '--blend', 'planes': '--planes', 'slices_per_chunk': 'slices_per_chunk'}
+
+
+class OptionsError(ValueError):
+  """An option that cannot work with this run; the message names its flag or config field."""
+
+
 @dataclasses.dataclass(frozen=True)
 class SROptions:
-  """How to super-resolve; None fields take the run's `config.eval` value.
+  """How to super-resolve, from ``infer.py``'s flags to the sliding window (`srr.Window`).
+
+  None fields take the run's ``config.eval`` value (`resolve`).
 
   Attributes:
     stride: sliding-window stride in pixels (patch-based methods).
@@ -63,6 +76,49 @@ class SROptions:
     if self.planes is None and (self.lr_slices is not None or 'planes' not in filled):
       filled['planes'] = 'trained'  # Chosen slices exist in the trained plane only.
     return dataclasses.replace(self, **filled)
+
+  def resolve(self, config) -> 'SROptions':
+    """`with_defaults` from ``config.eval``, every value checked against the run.
+
+    Raises:
+      OptionsError: a value out of range; a value given here is named by its
+        ``infer.py`` flag, one from the run by its config field (``eval.stride``).
+    """
+    filled = self.with_defaults(config.eval)
+
+    def name(field):
+      if getattr(self, field, None) is not None:
+        return FLAGS.get(field, field)
+      return 'data.patch_size' if field == 'patch_size' else f'eval.{field}'
+
+    if filled.planes not in ('trained', 'both'):
+      raise OptionsError(f"{name('planes')} must be 'trained' or 'both', got "
+                         f'{filled.planes!r}')
+    if filled.lr_slices is not None and filled.planes != 'trained':
+      raise OptionsError("lr_slices needs planes='trained'")
+    try:
+      filled.window(config.data.patch_size)
+    except srr.WindowError as e:
+      raise OptionsError(f'{name(e.field)} {e.requirement}') from None
+    return filled
+
+  def window(self, patch_size: int, size_multiple: int = 1) -> srr.Window:
+    """The sliding window of these options (filled by `resolve`) for a network.
+
+    Args:
+      patch_size: the network's training patch (``config.data.patch_size``).
+      size_multiple: the network's total downsampling factor (`srr.Window`).
+
+    Raises:
+      srr.WindowError: a value out of range.
+    """
+    # Fields a run's config leaves None (a whole-slice method's) keep the window's own
+    # defaults; the stride at most the patch, where it is unused.
+    given = {field: getattr(self, field) for field in
+             ('stride', 'batch_size', 'slices_per_chunk', 'mode', 'blend')
+             if getattr(self, field) is not None}
+    given.setdefault('stride', min(srr.Window.stride, patch_size))
+    return srr.Window(patch_size=patch_size, size_multiple=size_multiple, **given)
 
 
 def default_mesh() -> jax.sharding.Mesh | None:

@@ -19,20 +19,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pytest  # noqa: E402
 
-from clade_jax.models import convolution  # noqa: E402
 from tests import phantoms  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _xla_convolutions():
-  """Networks built directly in tests trace with XLA's convolutions.
-
-  They compile about 3x faster on CPU than the default (Winograd); the formulations'
-  equality is tests/test_layers_fast.py's job, which names its formulation explicitly.
-  Code that sets a formulation itself (the training driver, inference) still wins.
-  """
-  with convolution.use("xla"):
-    yield
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clade_jax import config_validation, inference, train
+from clade_jax import checkpointing, config_validation, inference, train
 from clade_jax.config_validation import ConfigError
 from clade_jax.data import intensity, preprocess
 from clade_jax.data import volume as volume_lib
@@ -45,7 +45,8 @@ def tiny_config(root=""):
 def params():
   """Tiny autoencoder variables with random weights and non-trivial batch-norm averages."""
   config = tiny_config()
-  shapes = jax.eval_shape(lambda: ae_interp.init_state(config, train.init_key(0)).params)
+  shapes = jax.eval_shape(
+      lambda: ae_interp.inference_params(ae_interp.init_state(config, train.init_key(0))))
   rng = np.random.default_rng(0)
 
   def draw(path, s):  # He-scaled kernels, so that the output depends on the input.
@@ -294,9 +295,10 @@ def test_patches_are_rotated_crops_of_acquired_slices_and_pure_in_the_index(data
 def test_batch_norm_averages_follow_the_global_batch_under_the_data_mesh(params):
   config = tiny_config()
   model = ae_interp.create_model(config.model)
-  state = ae_interp.AEState(jnp.zeros((), jnp.int32), params,
-                            ae_interp.make_optimizer(config.train).init(
-                                params["autoencoder"]["params"]))
+  weights, stats = params["autoencoder"]["params"], params["autoencoder"]["batch_stats"]
+  state = ae_interp.AEState(jnp.zeros((), jnp.int32), {"autoencoder": weights},
+                            {"autoencoder": stats},
+                            ae_interp.make_optimizer(config.train).init(weights))
   images = np.random.default_rng(4).uniform(-1, 1, (4, 16, 16, 1)).astype(np.float32)
   mesh = jax.make_mesh((jax.device_count(),), ("data",))
   step = jax.jit(ae_interp.make_train_step(config),
@@ -308,7 +310,7 @@ def test_batch_norm_averages_follow_the_global_batch_under_the_data_mesh(params)
   h = np.asarray(inter["intermediates"]["encoder"]["Conv3x3_1"]["__call__"][0])
   h = np.where(h > 0, h, config.model.negative_slope * h)
   old = params["autoencoder"]["batch_stats"]["encoder"]["BatchNorm_0"]
-  new = new_state.params["autoencoder"]["batch_stats"]["encoder"]["BatchNorm_0"]
+  new = new_state.batch_stats["autoencoder"]["encoder"]["BatchNorm_0"]
   np.testing.assert_allclose(new["mean"], 0.9 * old["mean"] + 0.1 * h.mean((0, 1, 2)),
                              rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(new["var"], 0.9 * old["var"] + 0.1 * h.var((0, 1, 2)),
@@ -321,12 +323,26 @@ def test_train_resume_and_infer_to_nifti(data_root, tmp_path):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   final = train.train_and_evaluate(config, straight)
   config.train.num_steps = 2
-  train.train_and_evaluate(config, resumed)
+  half = train.train_and_evaluate(config, resumed)
+  # The same run as saved before batch statistics had an entry of their own (inside
+  # params): it resumes too (`ae_interp.legacy_checkpoint`).
+  legacy = str(tmp_path / "legacy")
+  mngr = checkpointing.manager(resumed)
+  _, data_state = checkpointing.restore(mngr, checkpointing.abstract_like(half))
+  mngr.close()
+  checkpointing.write_config(legacy, config)
+  mngr = checkpointing.manager(legacy)
+  checkpointing.save(mngr, 2, {"step": half.step, "params": ae_interp.inference_params(half),
+                               "opt_state": half.opt_state}, data_state)
+  mngr.wait_until_finished()
+  mngr.close()
   config.train.num_steps = 4
   again = train.train_and_evaluate(config, resumed)
-  assert int(again.step) == 4
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               again.params, final.params)
+  upgraded = train.train_and_evaluate(config, legacy)
+  assert int(again.step) == int(upgraded.step) == 4
+  for state in (again, upgraded):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 (state.params, state.batch_stats), (final.params, final.batch_stats))
   for name in ("holdout_sr.png", "samples/step_0000004.png", "config.json"):
     assert os.path.exists(os.path.join(resumed, name)), name
 
@@ -348,6 +364,41 @@ def test_train_resume_and_infer_to_nifti(data_root, tmp_path):
   # noisy brightest slices keep from an exact match.
   assert result.residual_after["rms"] < min(1e-2 * span, 0.2 * result.residual_before["rms"])
   assert result.intensity["output_range"][0] >= float(data.min()) - 1e-3
+
+
+def test_checkpoints_of_either_layout_load_the_same_variables(params, tmp_path):
+  """Batch statistics are a state entry of their own; runs saved before they were (in
+  ``params``, beside the weights) load and super-resolve bitwise the same."""
+  config = tiny_config()
+  weights, stats = params["autoencoder"]["params"], params["autoencoder"]["batch_stats"]
+  opt_state = ae_interp.make_optimizer(config.train).init(weights)
+  step = jnp.zeros((), jnp.int32)
+  layouts = {
+      "current": ae_interp.AEState(step, {"autoencoder": weights}, {"autoencoder": stats},
+                                   opt_state),
+      "before": {"step": step, "params": params, "opt_state": opt_state}}
+  data, affine = _scan((20, 10, 24), 4.0, noise=0.5)
+  outputs = {}
+  for name, state in layouts.items():
+    workdir = str(tmp_path / name)
+    checkpointing.write_config(workdir, config)
+    mngr = checkpointing.manager(workdir)
+    checkpointing.save(mngr, 0, state, {})
+    mngr.wait_until_finished()
+    mngr.close()
+    loaded, _, _ = inference.load_params(workdir)  # Checked against the config, too.
+    jax.tree.map(np.testing.assert_array_equal, loaded, params)
+    outputs[name], _ = inference.super_resolve(data, affine, loaded, config,
+                                               SROptions(progress=False))
+  np.testing.assert_array_equal(outputs["current"], outputs["before"])
+  # Resuming: the older layout restores through the method's upgrade, or not at all.
+  mngr = checkpointing.manager(str(tmp_path / "before"))
+  abstract = checkpointing.abstract_like(layouts["current"])
+  with pytest.raises(checkpointing.CheckpointError, match=r"checkpoint 0 does not fit"):
+    checkpointing.restore(mngr, abstract)
+  state, _ = checkpointing.restore(mngr, abstract, legacy=ae_interp.legacy_checkpoint)
+  mngr.close()
+  jax.tree.map(np.testing.assert_array_equal, state, layouts["current"])
 
 
 # --------------------------------------------------------------------------- config

@@ -12,6 +12,7 @@ import pytest
 from clade_jax import config_validation
 from clade_jax import methods
 from clade_jax.config_validation import ConfigError
+from clade_jax.configs import base
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
@@ -22,9 +23,17 @@ def _mri(arg=None):
   return importlib.import_module("configs.mri").get_config(arg)
 
 
+def _validate(config, reference=None):
+  """As the driver checks: the shared tables and the config's method's own."""
+  method = methods.of(config)
+  config_validation.validate(config, reference if reference is not None else _mri(),
+                             ranges=getattr(method, "config_ranges", None),
+                             enums=getattr(method, "config_enums", None))
+
+
 def _problems(config, reference=None):
   with pytest.raises(ConfigError) as err:
-    config_validation.validate(config, reference if reference is not None else _mri())
+    _validate(config, reference)
   assert "\n" not in str(err.value)
   assert str(err.value) == "; ".join(err.value.problems)
   return err.value.problems
@@ -85,7 +94,7 @@ def test_bounds_are_inclusive_where_the_table_says_so():
   config.eval.stride = config.data.patch_size
   config.loss.gmap = 0.0
   config.data.min_foreground = 1.0
-  config_validation.validate(config, _mri())
+  _validate(config)
 
 
 def test_unknown_field_is_named_with_the_closest_valid_one_and_all_problems_are_listed():
@@ -108,7 +117,7 @@ def test_integer_fields_refuse_fractions_and_strings_and_absent_fields_are_skipp
   assert _problems({"train": {"learning_rate": "fast"}}, reference) == [
       "train.learning_rate='fast' is not a number"]
   # A method without a `data` group (or without eval.stride) has nothing to check there.
-  config_validation.validate({"train": {"batch_size": 4}}, reference)
+  _validate({"train": {"batch_size": 4}}, reference)
 
 
 def test_closest_field_message_uses_dotted_names():
@@ -184,3 +193,28 @@ def test_a_methods_own_ranges_and_enums_are_checked_too():
   assert len(err.value.problems) == 2
   assert "sr.depth" in err.value.problems[0] and "sr.upsampler" in err.value.problems[1]
   config_validation.validate(config)  # The shared tables alone know neither field.
+
+
+def test_the_shared_tables_check_the_base_fields_and_each_method_its_own():
+  shared = set(config_validation.dotted_fields(base.get_config("any")))
+  assert set(config_validation.RANGES) | set(config_validation.ENUMS) <= shared
+  for name in CONFIGS:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    fields = set(config_validation.dotted_fields(config))
+    assert shared <= fields, name  # Every config derives from the base.
+    method = methods.of(config)
+    own = set(getattr(method, "config_ranges", {})) | set(getattr(method, "config_enums", {}))
+    assert own <= fields, (name, own - fields)  # A method names only fields it has.
+  # CLADE's fields are CLADE's to check: the shared tables alone pass them.
+  config = _mri()
+  config.loss.gan, config.model.disc_layers, config.data.hr_slices = "wgan", 0, "some"
+  config_validation.validate(config, _mri())
+  assert _problems(config) == ["model.disc_layers=0 is out of range: must be >= 1",
+                               "data.hr_slices='some' is not one of acquired, all",
+                               "loss.gan='wgan' is not one of log, lsgan"]
+
+
+def test_a_range_can_say_why():
+  with pytest.raises(ConfigError, match=r"^steps=0 is out of range: must be >= 1 \(because\)$"):
+    config_validation.validate({"steps": 0},
+                               ranges={"steps": config_validation.Range(1, why="because")})

@@ -8,6 +8,8 @@ import re
 import pytest
 
 from clade_jax import methods
+from clade_jax.configs import base
+from clade_jax.configs import common
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
@@ -76,6 +78,16 @@ def test_arguments_combine_and_apply_to_every_variant():
 def test_bad_arguments_are_named(name, arg, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     get(name, arg)
+
+
+def test_presets_set_their_fields_in_order_and_refuse_a_field_the_config_lacks():
+  config = base.get_config("any")
+  presets = {"a": {"train.num_steps": 5, "seed": 1}, "b": {"train.num_steps": 7}}
+  common.apply_presets(config, presets, {"b", "a"})
+  assert (config.train.num_steps, config.seed) == (7, 1)  # The table's order, not the call's.
+  for field in ("train.num_step", "model.features"):
+    with pytest.raises(KeyError, match=f"preset 'x' sets {field}, which the config does not have"):
+      common.apply_presets(config, {"x": {field: 1}}, {"x"})
 
 
 def test_ci_runs_the_readme_test_command():

@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import infer
 from clade_jax import checkpointing
 from clade_jax import distributed
 from clade_jax import inference
@@ -33,7 +34,6 @@ from clade_jax import train
 from clade_jax import volume_srr
 from clade_jax.data import patches as patches_lib
 from clade_jax.methods import clade
-from clade_jax.models import convolution
 from configs import mri
 from tests import phantoms
 
@@ -50,9 +50,12 @@ CLADE_TINY = (
 # Shared by every config: the schedule the tests compare.
 SCHEDULE = ("--config.train.batch_size=4", "--config.train.log_every=1",
             "--config.train.sample_every=100", "--config.ckpt.every=3")
+# CLADE and SMORE: the two train steps and inference paths there are. GLADE (CLADE's
+# step with instance norm and other weights) ran here too; it added two minutes of CI and
+# no path of the data-parallel machinery (tests/test_layers_fast.py and
+# tests/test_models.py cover instance norm).
 CONFIGS = [
     pytest.param(("--config=configs/mri.py", *CLADE_TINY), id="clade"),
-    pytest.param(("--config=configs/glade.py", *CLADE_TINY), id="glade"),
     pytest.param(("--config=configs/smore.py", "--config.data.patch_size=16",
                   "--config.data.num_threads=1", "--config.model.features=4",
                   "--config.model.num_blocks=1", "--config.eval.batch_size=32",
@@ -83,6 +86,24 @@ def test_settings_come_from_arguments_then_environment(monkeypatch):
   monkeypatch.setenv(distributed.NUM_PROCESSES_ENV, "four")
   with pytest.raises(distributed.DistributedError, match="JAX_NUM_PROCESSES='four' is not"):
     distributed.resolve()
+
+
+def test_start_initialises_only_when_asked_and_any_value_implies_it(monkeypatch):
+  calls = []
+  monkeypatch.setattr(distributed, "initialize", lambda *cluster: calls.append(cluster))
+  assert not distributed.start()  # No flag, no value: one process, nothing started.
+  assert calls == []
+  assert distributed.start(multihost=True)
+  assert distributed.start(num_processes=2)  # A value alone implies --multihost.
+  assert distributed.start(False, "head:1234", 2, 1)
+  assert calls == [(None, None, None), (None, 2, None), ("head:1234", 2, 1)]
+
+
+def test_infer_cli_refuses_an_impossible_process_id_in_one_line(capsys):
+  assert infer.main(["--workdir", "w", "--input", "a.nii.gz", "--output", "b.nii.gz",
+                     "--num-processes", "2", "--process-id", "2"]) == 1
+  assert capsys.readouterr().err.strip().splitlines() == [
+      "error: process_id=2 must be in [0, num_processes=2)"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,13 +295,12 @@ def _objective(config_json):
   method = methods.of(config)
   _, source = train.build_data(config, method)
   batch = patches_lib.make_dataset(source, config.train.batch_size, seed=config.seed)[0]
-  with convolution.use(config.model.get("conv_impl", "auto")):
-    state = jax.jit(functools.partial(method.init_state, config))(train.init_key(0))
-    step = jax.jit(method.make_train_step(config))
+  state = jax.jit(functools.partial(method.init_state, config))(train.init_key(0))
+  step = jax.jit(method.make_train_step(config))
 
-    def losses(params):
-      _, metrics = step(dataclasses.replace(state, params=params), batch)
-      return {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
+  def losses(params):
+    _, metrics = step(dataclasses.replace(state, params=params), batch)
+    return {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
 
   return losses
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from clade_jax import holdout
+from clade_jax import methods
 from clade_jax.data import consistency
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import volume as volume_lib
@@ -131,3 +132,23 @@ def test_a_truth_that_does_not_fit_is_named(setup, tmp_path):
   config.data.truth = str(tmp_path / "missing.nii.gz")
   with pytest.raises(volume_lib.VolumeError, match="data.truth="):
     holdout.load_truth(config, volumes)
+
+
+def test_a_method_says_whether_it_holds_the_slice_out(setup, tmp_path):
+  config, volumes, _ = setup
+  holding = _identity_method()
+  crossing = types.SimpleNamespace(**vars(_identity_method()), holds_out=False)
+  assert holdout.held_out(holding, volumes) == [(0, 20)]
+  assert holdout.held_out(crossing, volumes) == []
+  truth = holdout.load_truth(config, volumes)
+  said = {}
+  for name, method in (("holding", holding), ("crossing", crossing)):
+    lines = []
+    said[name] = holdout.check(method, None, volumes, config, str(tmp_path / name), truth,
+                               log=lines.append), lines[0]
+  assert said["holding"][1].startswith("held-out slice 20 of a.nii.gz against data.truth")
+  assert said["crossing"][1].startswith("slice 20 of a.nii.gz (not held out: identity trains")
+  assert said["holding"][0] == said["crossing"][0]  # The same slice, scored the same.
+  # The shipped methods that train on in-plane slices say so; CLADE holds it out.
+  assert [holdout.holds_out(methods.get(m)) for m in ("clade", "smore", "ae_interp")] == [
+      True, False, False]

@@ -374,11 +374,52 @@ def _infer(*args):
                         capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
+def test_cli_flags_reach_the_method_as_one_resolved_options_object(
+    workdir, scan, tmp_path, monkeypatch):
+  seen = []
+
+  def recording(params, config, prepared, options):
+    seen.append(options)  # What the method gets; a zero volume skips the network.
+    return np.zeros(prepared.isotropic.shape, np.float32)
+
+  monkeypatch.setattr(clade, "super_resolve", recording)
+  output = str(tmp_path / "flags.nii.gz")
+  assert infer.main(["--workdir", workdir, "--input", scan[0], "--output", output,
+                     "--no-progress", "--no-figure", "--stride", "6", "--batch-size", "5",
+                     "--blend", "taper", "--planes", "both"]) == 0
+  assert seen == [SROptions(stride=6, mode="patch", blend="taper", batch_size=5,
+                            planes="both", progress=False)]
+  with open(inference.provenance_path(output)) as f:
+    recorded = json.load(f)["inference"]["options"]
+  assert (recorded["stride"], recorded["blend"], recorded["mode"]) == (6, "taper", "patch")
+  # The Python keywords are shorthands for the same fields, overriding `options`.
+  result = inference.run(workdir, scan[0], output, options=SROptions(stride=6, blend="taper"),
+                         stride=4, overwrite=True, figure=False, progress=False)
+  assert seen[-1] == SROptions(stride=4, mode="patch", blend="taper", batch_size=64,
+                               planes="trained", progress=False)
+  assert result.stride == 4
+
+
+def test_a_bad_option_is_named_by_its_flag_or_its_config_field(workdir, scan, tmp_path):
+  output = str(tmp_path / "never.nii.gz")
+  with pytest.raises(inference.UsageError, match=r"^--stride must be in \[1, 32\]"):
+    inference.run(workdir, scan[0], output, options=SROptions(stride=40))
+  edited = tmp_path / "edited"
+  shutil.copytree(workdir, edited)
+  with open(edited / "config.json") as f:
+    config = json.load(f)
+  config["eval"]["blend"] = "median"  # A hand-edited config.json.
+  (edited / "config.json").write_text(json.dumps(config))
+  with pytest.raises(inference.UsageError, match="^eval.blend must be one of flat, taper"):
+    inference.run(str(edited), scan[0], output)
+  assert not os.path.exists(output)
+
+
 def test_cli_help_answers_without_loading_jax():
   proc = _infer("--help")
   assert proc.returncode == 0
-  for flag in ("--workdir", "--stride", "--batch-size", "--mode", "--planes", "--step",
-               "--no-figure"):
+  for flag in ("--workdir", "--stride", "--batch-size", "--mode", "--blend", "--planes",
+               "--step", "--no-figure"):
     assert flag in proc.stdout
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import strategies as st
 
-from clade_jax import inference, methods, train, volume_srr
+from clade_jax import inference, methods, train, train_state, volume_srr
 from clade_jax.config_validation import ConfigError, ENUMS, validate
 from clade_jax.data import ct_phantom, degrade, intensity, preprocess
 from clade_jax.data import volume as volume_lib
@@ -55,14 +55,17 @@ def untrained(module, overrides):
   for dotted, value in overrides.items():
     _set(config, dotted, value)
   config.eval.batch_size = 64
-  shapes = jax.eval_shape(lambda: methods.of(config).init_state(config, train.init_key(0)))
+  method = methods.of(config)
+  shapes = jax.eval_shape(lambda: method.init_state(config, train.init_key(0)))
   rng = np.random.default_rng(0)
   def draw(path, s):
     x = rng.normal(0.0, 0.3, s.shape)
     # Batch-norm running variances (the autoencoder's) must stay positive.
     is_var = getattr(path[-1], "key", None) == "var"
     return (1.0 + np.abs(x) if is_var else x).astype(s.dtype)
-  params = jax.tree_util.tree_map_with_path(draw, shapes.params)
+  # What inference gets: params, plus batch statistics where a method keeps them.
+  params = jax.tree_util.tree_map_with_path(
+      draw, train_state.params_for_inference(method, shapes))
   return params, config
 
 

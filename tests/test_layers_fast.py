@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from clade_jax.models import PatchDiscriminator, ResnetGenerator
+from clade_jax.models.discriminator import PatchDiscriminator
+from clade_jax.models.generator import ResnetGenerator
 from clade_jax.models import convolution
 from clade_jax.models import layers
 
@@ -71,17 +72,15 @@ def test_conv_function_matches_lax_conv(impl, kernel_size, stride, padding, c_ou
 def test_conv_module_matches_xla_module(demodulate):
   x = jax.random.normal(jax.random.key(2), (2, 10, 10, 4))
   settings = [(1, 0), (1, 1), (2, 0), (2, 1)]  # (stride, padding)
-  make = lambda stride, padding: layers.Conv(8, 3, stride, padding, demodulate=demodulate)
+  make = lambda stride, padding, impl="xla": layers.Conv(8, 3, stride, padding,
+                                                        demodulate=demodulate, conv_impl=impl)
   params = make(1, 0).init(jax.random.key(3), x)
   params = jax.tree.map(lambda p: p + 0.1, params)  # Non-zero bias.
 
   @jax.jit
   def outputs(params, x):
-    out = {}
-    for impl in ("xla", *FAST_IMPLS):
-      with convolution.use(impl):
-        out |= {(impl, *s): make(*s).apply(params, x) for s in settings}
-    return out
+    return {(impl, *s): make(*s, impl).apply(params, x)
+            for impl in ("xla", *FAST_IMPLS) for s in settings}
 
   out = outputs(params, x)
   for impl in FAST_IMPLS:
@@ -93,13 +92,13 @@ def test_conv_module_matches_xla_module(demodulate):
 @pytest.mark.parametrize("demodulate", [False, True])
 def test_conv_transpose_matches_lax_conv_transpose(kernel_size, demodulate):
   x = jax.random.normal(jax.random.key(4), (2, 5, 6, 3))
-  layer = layers.ConvTranspose(4, kernel_size, demodulate=demodulate)
-  params = layer.init(jax.random.key(5), x)
+  layer = lambda impl="xla": layers.ConvTranspose(4, kernel_size, demodulate=demodulate,
+                                                  conv_impl=impl)
+  params = layer().init(jax.random.key(5), x)
 
   def apply(impl):
     def fn(x, k):
-      with convolution.use(impl):
-        return layer.apply({"params": {"kernel": k, "bias": params["params"]["bias"]}}, x)
+      return layer(impl).apply({"params": {"kernel": k, "bias": params["params"]["bias"]}}, x)
     return fn
   kernel = params["params"]["kernel"]
   expected = values_and_grads(apply("xla"), x, kernel)
@@ -150,12 +149,9 @@ def test_generator_and_discriminator_agree_across_impls(norm):
 
   @jax.jit
   def outputs(params, d_params, x):
-    out = {}
-    for impl in ("xla", *FAST_IMPLS, "auto"):
-      with convolution.use(impl):
-        out[impl] = (ResnetGenerator(4, 1, norm).apply(params, x),
-                     PatchDiscriminator(4).apply(d_params, x))
-    return out
+    return {impl: (ResnetGenerator(4, 1, norm, conv_impl=impl).apply(params, x),
+                   PatchDiscriminator(4, conv_impl=impl).apply(d_params, x))
+            for impl in ("xla", *FAST_IMPLS, "auto")}
 
   out = outputs(params, d_params, x)
   for impl in (*FAST_IMPLS, "auto"):
@@ -178,19 +174,23 @@ def test_bfloat16_keeps_float32_params_and_outputs_and_stays_close():
 
 def test_unknown_conv_impl_is_rejected():
   with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
-    with convolution.use("fft"):
-      pass
+    convolution.resolve("fft")
   with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
     convolution.conv(jnp.zeros((1, 8, 8, 1)), jnp.zeros((3, 3, 1, 1)), impl="fft")
+  with pytest.raises(ValueError, match="unknown conv_impl 'fft'"):
+    layers.Conv(1, 3, conv_impl="fft").init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
 
 
-def test_use_sets_the_formulation_for_the_block_only():
-  assert convolution.resolve("im2col") == "im2col"
-  with convolution.use("im2col"):
-    assert convolution.resolve() == "im2col"
-    with convolution.use("xla"):
-      assert convolution.resolve() == "xla"
-    assert convolution.resolve() == "im2col"
+def test_auto_resolves_per_backend_and_the_others_to_themselves():
   expected = "winograd" if jax.default_backend() == "cpu" else "xla"
-  with convolution.use("auto"):
-    assert convolution.resolve() == expected
+  assert convolution.resolve("auto") == expected
+  assert [convolution.resolve(impl) for impl in FAST_IMPLS + ("xla",)] == [*FAST_IMPLS, "xla"]
+
+
+def test_the_formulation_creates_no_params():
+  # A checkpoint written with one formulation loads, unchanged, into any other.
+  x = jnp.zeros((1, 16, 16, 1))
+  params = {impl: jax.jit(ResnetGenerator(4, 1, conv_impl=impl).init)(jax.random.key(0), x)
+            for impl in ("xla", *FAST_IMPLS)}
+  for impl in FAST_IMPLS:
+    jax.tree.map(np.testing.assert_array_equal, params[impl], params["xla"])

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clade_jax.models import PatchDiscriminator, ResnetGenerator, demodulate
+from clade_jax.models.discriminator import PatchDiscriminator
+from clade_jax.models.generator import ResnetGenerator
+from clade_jax.models.layers import demodulate
 from clade_jax.models import layers
 
 

@@ -4,6 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from clade_jax.data import foreground
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import volume as volume_lib
 from tests import phantoms
@@ -61,7 +62,7 @@ def test_samples_are_deterministic_and_respect_the_foreground_threshold(prepared
     np.testing.assert_array_equal(pa["x"], pb["x"])
     np.testing.assert_array_equal(pa["y"], pb["y"])
     for patch in pa.values():
-      assert np.mean(patch > a.threshold) >= 0.6 - 1e-6
+      assert np.mean(patch > a.foreground.threshold) >= 0.6 - 1e-6
   assert not np.array_equal(a.sample(0, 0)["x"], c.sample(0, 0)["x"])
   # The same record in a later epoch is a different patch of the same slice.
   assert not np.array_equal(a.sample(0, 0)["x"], a.sample(0, len(a))["x"])
@@ -102,3 +103,28 @@ def test_list_volumes_errors(tmp_path):
     patches_lib.list_volumes("")
   with pytest.raises(volume_lib.VolumeError, match="no NIfTI volumes"):
     patches_lib.list_volumes(str(tmp_path))
+
+
+def test_foreground_patches_by_hand():
+  # A 10x10 image whose foreground is the 4x4 block at rows 2-5, cols 3-6.
+  image = np.full((10, 10), -1.0, np.float32)
+  image[2:6, 3:7] = 0.5
+  picker = foreground.ForegroundPatches(patch_size=4, min_foreground=0.75,
+                                        background_level=0.05)
+  fraction = picker.fraction(image[None])[0]
+  assert fraction.shape == (7, 7)
+  np.testing.assert_allclose(fraction[2, 3], 1.0)
+  np.testing.assert_allclose(fraction[2, 2], 0.75)  # One of 4 columns is background.
+  np.testing.assert_allclose(fraction[0, 0], 2 / 16)  # Pixels (2, 3) and (3, 3).
+  usable = {(int(r), int(c)) for r, c in zip(*np.nonzero(fraction >= 0.75 - 1e-6))}
+  assert usable == {(2, 3), (1, 3), (3, 3), (2, 2), (2, 4)}
+  rng = np.random.default_rng(0)
+  assert {picker.corner(image, rng) for _ in range(200)} == usable
+  empty = np.full((10, 10), -1.0, np.float32)
+  assert picker.usable_slices([np.stack([image, empty, image])]) == [(0, 0), (0, 2)]
+  # No usable patch at all (a slice cut short): any position rather than an error.
+  r, c = picker.corner(empty, rng)
+  assert 0 <= r <= 6 and 0 <= c <= 6
+  r, c = picker.corner(image, np.random.default_rng(1))
+  np.testing.assert_array_equal(picker.crop(image, np.random.default_rng(1)),
+                                image[r:r + 4, c:c + 4])

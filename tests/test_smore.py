@@ -362,5 +362,6 @@ def test_config_arguments_and_method_fields_are_checked():
   with pytest.raises(ConfigError) as err:
     train.train_and_evaluate(config, "unused")
   assert err.value.problems == [
-      "train.num_steps=0 is out of range: must be >= 1",
+      "train.num_steps=0 is out of range: must be >= 1 (SMORE's learning-rate schedule ends "
+      "at the last step, so it trains for a number of steps, not for train.epochs)",
       "eval.combine='median' is not one of mean, fourier"]

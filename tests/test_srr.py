@@ -67,8 +67,8 @@ def tiny():
   slices = _random_slices(3, 45, 70)
   return dict(
       apply_fn=apply_fn, params=params, slices=slices,
-      patch=srr.reconstruct_slices(apply_fn, params, slices, stride=12),
-      full=srr.reconstruct_slices(apply_fn, params, slices, mode='full'))
+      patch=srr.reconstruct_slices(apply_fn, params, slices, srr.Window(stride=12)),
+      full=srr.reconstruct_slices(apply_fn, params, slices, srr.Window(mode='full')))
 
 
 # ----------------------------------------------------------------- patch_starts
@@ -183,8 +183,7 @@ IDENTITY_CASES = (
 @pytest.mark.parametrize('shape,stride', IDENTITY_CASES)
 def test_identity_generator_returns_input(shape, stride):
   slices = _random_slices(2, *shape)
-  out = srr.reconstruct_slices(_identity, None, slices, stride=stride,
-                               patches_per_batch=256)
+  out = srr.reconstruct_slices(_identity, None, slices, srr.Window(stride=stride, batch_size=256))
   assert out.shape == slices.shape and out.dtype == np.float32
   # rtol as np.allclose: at stride 1 a pixel averages up to 1,024 float32
   # copies of itself, which rounds to a few 1e-6 for values near 1.
@@ -199,8 +198,8 @@ def test_position_dependent_generator_by_hand():
         jnp.arange(PATCH, dtype=jnp.float32)[None, None, :, None],
         patches.shape)
 
-  out = srr.reconstruct_slices(column_in_patch, None,
-                               np.zeros((1, 32, 40), np.float32), stride=8)
+  out = srr.reconstruct_slices(column_in_patch, None, np.zeros((1, 32, 40), np.float32),
+                               srr.Window(stride=8))
   x = np.arange(40, dtype=np.float32)
   # Covered by patch 0 only (x), by both ((x + x - 8) / 2), by patch 8 only.
   expected_row = np.where(x < 8, x, np.where(x < 32, x - 4, x - 8))
@@ -217,8 +216,7 @@ def test_position_dependent_generator_matches_loop_average():
     return patches * weights[None, :, :, None] + 0.5
 
   slices = _random_slices(1, height, width)
-  out = srr.reconstruct_slices(weighted, None, slices, stride=stride,
-                               patches_per_batch=5)
+  out = srr.reconstruct_slices(weighted, None, slices, srr.Window(stride=stride, batch_size=5))
   total = np.zeros((height, width))
   counts = np.zeros((height, width))
   for r in srr.patch_starts(height, PATCH, stride):
@@ -233,8 +231,8 @@ def test_chunked_equals_unchunked(tiny):
   # Chunks of 2 slices (the last one padded) and 7 patches per generator
   # call against one chunk of 3 slices and all 3 x 24 patches in one call.
   chunked = srr.reconstruct_slices(
-      tiny['apply_fn'], tiny['params'], tiny['slices'], stride=12,
-      slices_per_chunk=2, patches_per_batch=7)
+      tiny['apply_fn'], tiny['params'], tiny['slices'],
+      srr.Window(stride=12, slices_per_chunk=2, batch_size=7))
   np.testing.assert_allclose(chunked, tiny['patch'], atol=1e-6)
 
 
@@ -254,14 +252,15 @@ def test_compiled_once_across_chunks():
 
   slices = _random_slices(5, 33, 40)
   bar = []
-  out = srr.reconstruct_slices(counting_identity, None, slices, stride=6,
-                               slices_per_chunk=2, progress=bar.append)
+  out = srr.reconstruct_slices(counting_identity, None, slices,
+                               srr.Window(stride=6, slices_per_chunk=2),
+                               progress=bar.append)
   np.testing.assert_allclose(out, slices, atol=1e-6)
   assert len(traces) == 1
   assert bar == [2, 2, 1]
 
 
-def test_patches_per_batch_bounds_the_generator_batch():
+def test_batch_size_bounds_the_generator_batch():
   batch_sizes = []
 
   def recording_identity(params, patches):
@@ -269,7 +268,7 @@ def test_patches_per_batch_bounds_the_generator_batch():
     return patches
 
   srr.reconstruct_slices(recording_identity, None, _random_slices(3, 45, 70),
-                         stride=6, patches_per_batch=10, slices_per_chunk=3)
+                         srr.Window(stride=6, batch_size=10, slices_per_chunk=3))
   assert batch_sizes and max(batch_sizes) <= 10
 
 
@@ -279,10 +278,32 @@ def test_rejects_generator_changing_shape():
                            _random_slices(1, 40, 40))
 
 
-def test_rejects_unknown_mode():
-  with pytest.raises(ValueError, match='mode'):
-    srr.reconstruct_slices(_identity, None, _random_slices(1, 40, 40),
-                           mode='tiles')
+@pytest.mark.parametrize('settings, field', [
+    (dict(mode='tiles'), 'mode'), (dict(blend='median'), 'blend'),
+    (dict(stride=0), 'stride'), (dict(patch_size=16, stride=17), 'stride'),
+    (dict(stride=1.5), 'stride'), (dict(batch_size=0), 'batch_size'),
+    (dict(slices_per_chunk=0), 'slices_per_chunk'), (dict(size_multiple=0), 'size_multiple'),
+    (dict(patch_size=True), 'patch_size')])
+def test_window_rejects_a_bad_setting_naming_it(settings, field):
+  with pytest.raises(srr.WindowError, match=f'^{field} must ') as error:
+    srr.Window(**settings)
+  assert error.value.field == field
+  assert f'got {settings[field]!r}' in str(error.value)
+
+
+def test_equal_windows_share_one_compiled_program():
+  traces = []
+
+  def counting_identity(params, patches):
+    traces.append(patches.shape)  # Runs at trace time only.
+    return patches
+
+  slices = _random_slices(2, 40, 40)
+  for _ in range(2):  # Two equal Window objects: one cache entry.
+    srr.reconstruct_slices(counting_identity, None, slices, srr.Window(stride=9))
+  assert len(traces) == 1
+  assert srr.Window(stride=9) == srr.Window(stride=9)
+  assert hash(srr.Window(stride=9)) == hash(srr.Window(stride=9))
 
 
 # ------------------------------------------------------------------ full mode
@@ -299,8 +320,9 @@ def test_full_mode_pointwise_generator(shape, multiple):
     return jnp.tanh(3.0 * x) + 0.5
 
   slices = _random_slices(3, *shape)
-  out = srr.reconstruct_slices(pointwise, None, slices, mode='full',
-                               slices_per_chunk=2, size_multiple=multiple)
+  out = srr.reconstruct_slices(
+      pointwise, None, slices,
+      srr.Window(mode='full', slices_per_chunk=2, size_multiple=multiple))
   np.testing.assert_allclose(out, np.tanh(3.0 * slices) + 0.5, atol=1e-6)
   # Reflect-padded up to the size multiple (4 for two downsamplings by 2).
   padded = tuple(-(-side // multiple) * multiple for side in shape)
@@ -312,7 +334,7 @@ def test_affine_generator_in_both_modes(mode):
   # A pointwise generator has no receptive field, so the border conditions
   # that separate the two modes do not matter: both give 2x + 1.
   slices = _random_slices(2, 45, 70)
-  out = srr.reconstruct_slices(_affine, None, slices, mode=mode, stride=6)
+  out = srr.reconstruct_slices(_affine, None, slices, srr.Window(mode=mode, stride=6))
   np.testing.assert_allclose(out, slices * 2 + 1, atol=1e-5)
 
 
@@ -328,15 +350,14 @@ def test_sharded_over_data_mesh(tiny, mode):
   mesh = jax.make_mesh((jax.device_count(),), ('data',))
   apply_fn, params = tiny['apply_fn'], tiny['params']
   # slices_per_chunk=1 is rounded up to the mesh size; 3 slices -> 2 chunks.
-  sharded = srr.reconstruct_slices(apply_fn, params, tiny['slices'],
-                                   stride=12, mode=mode, mesh=mesh,
-                                   slices_per_chunk=1)
+  sharded = srr.reconstruct_slices(
+      apply_fn, params, tiny['slices'],
+      srr.Window(stride=12, mode=mode, slices_per_chunk=1), mesh=mesh)
   np.testing.assert_allclose(sharded, tiny[mode], atol=1e-6)
 
   chunk = jax.device_put(tiny['slices'][:2],
                          jax.sharding.NamedSharding(mesh, jax.P('data')))
-  reconstruct = srr.make_slice_reconstructor(apply_fn, stride=12, mode=mode,
-                                             mesh=mesh)
+  reconstruct = srr.make_slice_reconstructor(apply_fn, srr.Window(stride=12, mode=mode), mesh=mesh)
   out = reconstruct(params, chunk)
   assert len(out.sharding.device_set) == jax.device_count()
   np.testing.assert_allclose(np.asarray(out), tiny[mode][:2], atol=1e-6)
@@ -374,10 +395,10 @@ def test_taper_coverage_is_the_sum_of_the_weights(shape, stride):
                                           ((20, 50), 32)])
 def test_taper_reproduces_identity_and_constant_generators(shape, stride):
   slices = _random_slices(2, *shape)
-  out = srr.reconstruct_slices(_identity, None, slices, stride=stride, blend='taper')
+  out = srr.reconstruct_slices(_identity, None, slices, srr.Window(stride=stride, blend='taper'))
   np.testing.assert_allclose(out, slices, atol=1e-6, rtol=1e-5)
   constant = srr.reconstruct_slices(lambda p, x: jnp.full_like(x, 0.37), None, slices,
-                                    stride=stride, blend='taper')
+                                    srr.Window(stride=stride, blend='taper'))
   np.testing.assert_allclose(constant, 0.37, rtol=1e-5)  # float32 sums, as above.
 
 
@@ -390,8 +411,8 @@ def test_taper_matches_loop_weighted_average():
     return patches * weights[None, :, :, None] + 0.5
 
   slices = _random_slices(1, height, width)
-  out = srr.reconstruct_slices(weighted, None, slices, stride=stride,
-                               patches_per_batch=5, blend='taper')
+  out = srr.reconstruct_slices(weighted, None, slices,
+                               srr.Window(stride=stride, batch_size=5, blend='taper'))
   window = np.outer(*(2 * [srr.blend_window(PATCH, 'taper')]))
   total, norm = np.zeros((height, width)), np.zeros((height, width))
   for r in srr.patch_starts(height, PATCH, stride):
@@ -422,12 +443,13 @@ def test_taper_removes_the_steps_of_patch_wise_offsets():
   starts = srr.patch_starts(height, PATCH, 12)
   edges = sorted({int(s) for s in starts[1:]} | {int(s) + PATCH for s in starts[:-1]})
   smooth = _seam_jumps(slices[0], edges)  # The input's own slope.
-  flat = srr.reconstruct_slices(offset_by_mean, None, slices, stride=12)[0]
-  taper = srr.reconstruct_slices(offset_by_mean, None, slices, stride=12, blend='taper')[0]
+  flat = srr.reconstruct_slices(offset_by_mean, None, slices, srr.Window(stride=12))[0]
+  taper = srr.reconstruct_slices(offset_by_mean, None, slices,
+                                 srr.Window(stride=12, blend='taper'))[0]
   assert _seam_jumps(flat, edges) > 3 * smooth
   assert _seam_jumps(taper, edges) < 0.3 * _seam_jumps(flat, edges)
 
 
 def test_rejects_unknown_blend():
   with pytest.raises(ValueError, match='blend'):
-    srr.reconstruct_slices(_identity, None, _random_slices(1, 40, 40), blend='median')
+    srr.reconstruct_slices(_identity, None, _random_slices(1, 40, 40), srr.Window(blend='median'))

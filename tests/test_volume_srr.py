@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from clade_jax import srr
 from clade_jax import volume_srr
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
@@ -139,3 +140,50 @@ def test_planes_default_to_the_runs_eval_planes_else_the_trained_plane():
   assert volume_srr.SROptions().with_defaults({"stride": 4}).planes == "trained"
   # Chosen slices (the held-out figure) exist in the trained plane only.
   assert volume_srr.SROptions(lr_slices=[2]).with_defaults(both).planes == "trained"
+
+
+def _run_config(**eval_fields):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict({
+      "data": {"patch_size": 32},
+      "eval": {"stride": 12, "mode": "patch", "blend": "flat", "batch_size": 256,
+               **eval_fields}})
+
+
+def test_resolve_fills_from_the_run_and_builds_the_window():
+  options = volume_srr.SROptions(stride=6, blend="taper").resolve(_run_config())
+  assert (options.stride, options.mode, options.blend, options.batch_size,
+          options.planes) == (6, "patch", "taper", 256, "trained")
+  assert options.window(32, size_multiple=4) == srr.Window(
+      patch_size=32, stride=6, batch_size=256, slices_per_chunk=8, mode="patch",
+      blend="taper", size_multiple=4)
+  # Resolving twice changes nothing (methods resolve what inference resolved).
+  assert options.resolve(_run_config()) == options
+
+
+@pytest.mark.parametrize("options, run, message", [
+    # A value given by the caller is named by its infer.py flag ...
+    (dict(stride=33), {}, "--stride must be in [1, 32] (the patch size)"),
+    (dict(batch_size=0), {}, "--batch-size must be an integer >= 1, got 0"),
+    (dict(mode="tiles"), {}, "--mode must be one of patch, full, got 'tiles'"),
+    (dict(blend="median"), {}, "--blend must be one of flat, taper, got 'median'"),
+    (dict(planes="all"), {}, "--planes must be 'trained' or 'both', got 'all'"),
+    # ... one from the run by its config field.
+    ({}, dict(stride=40), "eval.stride must be in [1, 32]"),
+    ({}, dict(blend="median"), "eval.blend must be one of flat, taper"),
+    ({}, dict(planes="all"), "eval.planes must be 'trained' or 'both'"),
+    (dict(lr_slices=[1], planes="both"), {}, "lr_slices needs planes='trained'"),
+])
+def test_resolve_names_the_flag_or_config_field_of_a_bad_value(options, run, message):
+  with pytest.raises(volume_srr.OptionsError) as error:
+    volume_srr.SROptions(**options).resolve(_run_config(**run))
+  assert str(error.value).startswith(message), str(error.value)
+  assert "\n" not in str(error.value)
+
+
+def test_a_whole_slice_run_without_a_stride_still_resolves():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  run = ml_collections.ConfigDict({"data": {"patch_size": 8},
+                                   "eval": {"mode": "full", "batch_size": 8}})
+  options = volume_srr.SROptions().resolve(run)
+  assert options.stride is None and options.window(8).stride == 8

@@ -30,8 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
       epilog="The volume is prepared as in training (thick axis cubic-spline resampled "
              "to isotropic, its intensity window mapped to [-1, 1]) and mapped back to its "
              "own intensity units; voxels beyond the window keep their interpolated "
-             "values. Defaults of --stride, --batch-size and --mode come "
-             "from the run's config.json (eval.*).")
+             "values. Defaults of --stride, --batch-size, --mode, --blend "
+             "and --planes come from the run's config.json (eval.*).")
   parser.add_argument("--workdir", required=True, help="training workdir (config.json and "
                       "checkpoints/)")
   parser.add_argument("--input", required=True, help="anisotropic .nii or .nii.gz volume")
@@ -48,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--mode", choices=("patch", "full"),
                       help="patch: the paper's overlapping sliding window; full: one "
                            "generator pass per whole slice, faster (default eval.mode)")
+  parser.add_argument("--blend", choices=("flat", "taper"),
+                      help="how the sliding window averages overlapping patches: flat (the "
+                           "paper) or taper (a raised cosine fading each patch out towards "
+                           "its border: no visible patch grid; default eval.blend, flat)")
   parser.add_argument("--planes", choices=("trained", "both"),
                       help="super-resolve the trained low-resolution plane, or both "
                            "low-resolution planes combined (twice the time; default "
@@ -125,24 +129,25 @@ def main(argv=None) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it reads at INFO.
   from clade_jax import checkpointing, compilation_cache, distributed, inference  # pylint: disable=g-import-not-at-top
+  from clade_jax import volume_srr  # pylint: disable=g-import-not-at-top
   from clade_jax.data import volume  # pylint: disable=g-import-not-at-top
 
   compilation_cache.enable(args.jit_cache)
-  cluster = (args.coordinator_address, args.num_processes, args.process_id)
-  if args.multihost or any(v is not None for v in cluster):
-    try:
-      distributed.initialize(*cluster)
-    except distributed.DistributedError as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 1
+  try:
+    distributed.start(args.multihost, args.coordinator_address, args.num_processes,
+                      args.process_id)
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  options = volume_srr.SROptions(
+      stride=args.stride, batch_size=args.batch_size, mode=args.mode, blend=args.blend,
+      planes=args.planes, progress=args.progress and distributed.is_main())
   try:
     result = inference.run(
-        args.workdir, args.input, args.output, step=args.step, stride=args.stride,
-        batch_size=args.batch_size, mode=args.mode, planes=args.planes,
+        args.workdir, args.input, args.output, options=options, step=args.step,
         data_consistency=args.consistency, volume_index=args.volume_index,
         complex_mode=args.complex_mode, outside=args.outside, overwrite=args.overwrite,
-        figure=args.figure, report=args.report, qc_maps=args.qc_maps, truth=args.truth,
-        progress=args.progress and distributed.is_main())
+        figure=args.figure, report=args.report, qc_maps=args.qc_maps, truth=args.truth)
   except (volume.VolumeError, checkpointing.CheckpointError, inference.UsageError) as e:
     print("error: " + " ".join(str(e).split()), file=sys.stderr)
     return 1

@@ -4,9 +4,8 @@
     clade-jax train --config=configs/mri.py --config.data.root=DIR --workdir=runs/mri
 
 Any config field can be overridden: --config.train.batch_size=16. Re-running the same
-command resumes from the latest checkpoint in --workdir, and loads the traced and
-compiled train step from the --jit_cache directory instead of tracing and compiling it
-again.
+command resumes from the latest checkpoint in --workdir, and loads the compiled train
+step from the --jit_cache directory instead of compiling it again.
 
 Several processes (hosts, or one per GPU): start the same command in each with
 --multihost (SLURM, Cloud TPU: nothing else), or with --coordinator_address=HOST:PORT
@@ -41,7 +40,7 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "This process's index in [0, num_processes) (implies --multihost).")
 _JIT_CACHE = flags.DEFINE_string(
-    "jit_cache", None, "Persistent cache of compiled programs and their traces (default "
+    "jit_cache", None, "Persistent cache of compiled programs (default "
     "$JAX_COMPILATION_CACHE_DIR or ~/.cache/clade_jax/jax; 'none' turns it off).")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -63,12 +62,11 @@ def main(argv):
     reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
     sys.exit(f"error: --config: cannot load the config file ({reason})")
   compilation_cache.enable(_JIT_CACHE.value)
-  cluster = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if _MULTIHOST.value or any(v is not None for v in cluster):
-    try:
-      distributed.initialize(*cluster)
-    except distributed.DistributedError as e:
-      sys.exit(f"error: {e}")
+  try:
+    distributed.start(_MULTIHOST.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                      _PROCESS_ID.value)
+  except distributed.DistributedError as e:
+    sys.exit(f"error: {e}")
   try:
     train.train_and_evaluate(config, _WORKDIR.value, started=_started)
   except config_validation.ConfigError as e:

@@ -23,24 +23,46 @@ loss/mse to fall from about 0.6 to about 0.015. It is a smoke-sized run, not a
 converged model: experiments/ae_interp/README.md measures it against interpolation.
 `:small` shrinks everything for a quick check.
 
-Shared data fields (data.root, thick_axis, percentiles, slice profile for data
-consistency, ...) come from configs/mri.py; CLADE's losses, discriminators and
-sliding window do not apply and are not here.
+The fields every method shares (seed, data, train, ckpt, eval: data.root, thick_axis,
+percentiles, the slice profile for data consistency, ...) are documented in
+clade_jax/configs/base.py; this file sets the autoencoder's own and the values that differ.
 """
 
 import ml_collections
 
+from clade_jax.configs import base
 from clade_jax.configs import common
-from clade_jax.configs import mri
+
+# The `small` and `demo` arguments (configs/common.py).
+SIZES = {
+    "small": {
+        **common.SMALL_RUN,
+        "data.patch_size": 32,
+        "model.features": 8,
+        "model.num_blocks": 2,
+    },
+    "demo": {
+        **common.DEMO_DATA,
+        "data.patch_size": 64,
+        "model.features": 16,
+        "model.num_blocks": 3,
+        # XLA's convolutions: the train step compiles in about 40 s on 2 cores, Winograd's
+        # (the CPU default) in about 3 minutes, more than this run trains.
+        "model.conv_impl": "xla",
+        "train.batch_size": 8,
+        "train.learning_rate": 1e-3,  # Not the paper's 1e-5: a few hundred steps only.
+        "train.num_steps": 1500,
+        "train.log_every": 50,
+        "train.sample_every": 500,
+        "ckpt.every": 500,
+    },
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = common.parse_arg(arg)
-  config = mri.get_config()
-  config.method = "ae_interp"  # clade_jax/methods/ae_interp.py
+  config = base.get_config("ae_interp")  # clade_jax/methods/ae_interp.py
 
-  del config.data.hr_slices  # CLADE's domain Y; every slice here is an acquired one.
-  del config.data.lr_planes  # CLADE's domain X.
   config.data.patch_size = 128
   config.data.patches_per_slice = 8
   config.data.min_foreground = 0.1  # Edge slices have little anatomy but are needed too.
@@ -57,16 +79,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'auto' (winograd on CPU, XLA's convolutions elsewhere), 'xla', 'im2col', 'winograd'.
   config.model.conv_impl = "auto"
 
-  del config.loss  # One loss, the MSE.
+  # One loss, the MSE; no group for it.
 
   config.train.batch_size = 16
   config.train.epochs = 100
   config.train.learning_rate = 1e-5
   config.train.beta1 = 0.9
-  config.train.beta2 = 0.999
   config.train.sample_every = 500  # PNG grid of patches and their reconstructions.
 
-  config.eval = ml_collections.ConfigDict()
   config.eval.mode = "full"  # Whole slices are encoded (recorded in the output's provenance).
   config.eval.batch_size = 8  # Slices per encoder/decoder call.
   # At acquired positions (alpha = 0): the acquired slice itself (True) or its
@@ -80,30 +100,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # experiments/ae_interp/README.md; --config.eval.interpolation=latent for the paper's.
   config.eval.interpolation = "corrected"
   config.eval.correction_base = "cubic"
-  config.eval.data_consistency = False  # As for every method: clade_jax/data/consistency.py.
-  config.eval.consistency_regularisation = 0.0
 
-  if "small" in parts:
-    config.data.patch_size = 32
-    config.model.features = 8
-    config.model.num_blocks = 2
-    config.train.batch_size = 8
-    config.train.num_steps = 200
-    config.train.log_every = 10
-    config.train.sample_every = 100
-    config.ckpt.every = 100
-  if "demo" in parts:
-    common.use_demo_data(config)
-    config.data.patch_size = 64
-    config.model.features = 16
-    config.model.num_blocks = 3
-    # XLA's convolutions: the train step compiles in about 40 s on 2 cores, Winograd's
-    # (the CPU default) in about 3 minutes, more than this run trains.
-    config.model.conv_impl = "xla"
-    config.train.batch_size = 8
-    config.train.learning_rate = 1e-3  # Not the paper's 1e-5: a few hundred steps only.
-    config.train.num_steps = 1500
-    config.train.log_every = 50
-    config.train.sample_every = 500
-    config.ckpt.every = 500
+  common.apply_presets(config, SIZES, parts)
   return config

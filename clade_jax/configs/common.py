@@ -3,11 +3,32 @@
 `small` shrinks a run for a laptop check; `demo` trains on the bundled MNI152 demo
 volumes (written on first use, no download). Variants that can derive from either the
 MRI or the CT base also take `ct`. Arguments combine: `configs/cyclegan.py:ct,small`.
+
+What an argument changes is a preset, `{dotted field: value}`, declared by the config
+that takes it; `apply_presets` sets them, so every size is one table in one place.
 """
+
+from typing import Any, Collection, Mapping
 
 import ml_collections
 
 SIZES = ("small", "demo")
+
+# The run of every `small` preset: a laptop check of a few minutes.
+SMALL_RUN = {
+    "train.batch_size": 8,
+    "train.num_steps": 200,
+    "train.log_every": 10,
+    "train.sample_every": 100,
+    "ckpt.every": 100,
+}
+
+# Where every `demo` preset points the data: the bundled MNI152 demo volume.
+DEMO_DATA = {
+    "data.root": "demo_data/lr",
+    "data.make_demo": True,  # Write the demo volumes if they are missing.
+    "data.num_threads": 2,
+}
 
 
 def parse_arg(arg: str | None, extra: tuple[str, ...] = ()) -> set[str]:
@@ -27,35 +48,27 @@ def parse_arg(arg: str | None, extra: tuple[str, ...] = ()) -> set[str]:
   return parts
 
 
-def resize(config: ml_collections.ConfigDict, parts: set[str]) -> None:
-  """Applies the size arguments in `parts` to `config` in place."""
-  if "small" in parts:
-    config.model.features = 16
-    config.model.disc_features = 16
-    config.train.batch_size = 8
-    config.train.num_steps = 200
-    config.train.log_every = 10
-    config.train.sample_every = 100
-    config.ckpt.every = 100
-  if "demo" in parts:
-    use_demo_data(config)
-    # The 1 mm template the demo input was made from: the run ends scored against it.
-    config.data.truth = "demo_data/truth/mni152_t1_1mm.nii.gz"
-    config.model.features = 16
-    config.model.num_blocks = 4
-    config.model.disc_features = 16
-    # 300 steps: im2col's train step compiles in 40 s, Winograd's (the CPU default) in
-    # about 2 minutes, which only pays back after about 1500 steps (benchmarks/RESULTS.md).
-    config.model.conv_impl = "im2col"
-    config.train.batch_size = 8
-    config.train.num_steps = 300
-    config.train.log_every = 10
-    config.train.sample_every = 100
-    config.ckpt.every = 100
+def apply_presets(config: ml_collections.ConfigDict,
+                  presets: Mapping[str, Mapping[str, Any]], parts: Collection[str]) -> None:
+  """Sets the fields of each preset named in `parts`, in the order of `presets`.
 
+  Args:
+    config: the config, changed in place.
+    presets: {argument: {dotted field: value}}; a later preset wins where two named
+      ones set the same field.
+    parts: the arguments given (`parse_arg`).
 
-def use_demo_data(config: ml_collections.ConfigDict) -> None:
-  """Points `config` at the bundled MNI152 demo volume (written on first use)."""
-  config.data.root = "demo_data/lr"
-  config.data.make_demo = True  # Write the demo volumes if they are missing.
-  config.data.num_threads = 2
+  Raises:
+    KeyError: a preset names a field the config does not have (a typo in the table).
+  """
+  for name, fields in presets.items():
+    if name not in parts:
+      continue
+    for dotted, value in fields.items():
+      *groups, key = dotted.split(".")
+      node = config
+      for group in groups:
+        node = node[group] if group in node else {}
+      if key not in node:
+        raise KeyError(f"preset {name!r} sets {dotted}, which the config does not have")
+      node[key] = value

@@ -25,10 +25,14 @@ measured by benchmarks/time_to_quality.py on 2 CPU cores): each sets the network
 patch, steps and learning rate of `BUDGETS`, a checkpoint every 500 steps and one
 sample grid at the end, and combines with `demo` (the data) but not with `cpu`/`small`
 (other sizes).
+
+The fields every method shares (seed, data, train, ckpt, eval) are documented in
+clade_jax/configs/base.py; this file sets SMORE's own and the values that differ.
 """
 
 import ml_collections
 
+from clade_jax.configs import base
 from clade_jax.configs import common
 
 # Per-scan budgets on a CPU (clade_jax/budgets.py): network, patch, steps and rate.
@@ -42,35 +46,73 @@ BUDGETS = {
 }
 
 
+def budget_preset(budget: dict) -> dict:
+  """A budget as a preset: sized for one scan on a CPU, a checkpoint every 500 steps
+  and one picture at the end."""
+  return {
+      "model.features": budget["features"],
+      "model.num_blocks": budget["num_blocks"],
+      "model.residual_scale": 1.0,
+      "data.patch_size": budget["patch_size"],
+      "train.batch_size": budget["batch_size"],
+      "train.num_steps": budget["num_steps"],
+      "train.learning_rate": budget["learning_rate"],
+      "train.warmup_steps": budget["warmup_steps"],
+      "train.log_every": 50,
+      "train.sample_every": budget["num_steps"],
+      # A checkpoint every 500 steps (quick: at the end only): a cohort killed mid-scan
+      # resumes that scan from its last one for under a second of saving each.
+      "ckpt.every": min(500, budget["num_steps"]),
+      "ckpt.keep": 1,
+  }
+
+
+# The size arguments, applied in this order: `cpu`, `demo` (`cpu`'s network on the demo
+# volume), `small`, then at most one budget (which excludes `cpu` and `small`).
+_CPU = {
+    "model.features": 32,
+    "model.num_blocks": 6,
+    "model.residual_scale": 1.0,
+    "train.batch_size": 16,
+    "train.num_steps": 2_500,
+    "ckpt.every": 500,
+}
+SIZES = {
+    "cpu": _CPU,
+    "demo": {
+        **_CPU,
+        **common.DEMO_DATA,
+        "train.num_steps": 600,
+        "train.log_every": 10,
+        "train.sample_every": 200,
+        "ckpt.every": 200,
+    },
+    "small": {
+        **common.SMALL_RUN,
+        "model.features": 16,
+        "model.num_blocks": 2,
+        "model.residual_scale": 1.0,
+    },
+    **{name: budget_preset(budget) for name, budget in BUDGETS.items()},
+}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   parts = common.parse_arg(arg, extra=("cpu", *BUDGETS))
-  config = ml_collections.ConfigDict()
-  config.method = "smore"  # clade_jax/methods/smore.py
-  config.seed = 0
+  budget = parts & set(BUDGETS)
+  if len(budget) > 1 or (budget and parts & {"cpu", "small"}):
+    raise ValueError(f"config arguments {', '.join(sorted(budget | (parts & {'cpu', 'small'})))} "
+                     "exclude each other: a budget sets the size")
+  config = base.get_config("smore")  # clade_jax/methods/smore.py
 
-  config.data = ml_collections.ConfigDict()
-  config.data.root = ""  # The scan: a NIfTI file (or a directory/glob: one network for all).
-  config.data.make_demo = False
-  config.data.thick_axis = -1  # Voxel axis of the thick slices; -1 detects it.
-  config.data.lr_plane = "auto"  # The plane whose slices come first; both are used.
-  config.data.target_spacing = 0.0  # Isotropic spacing in mm; 0 = finest in-plane spacing.
-  config.data.volume_index = -1
-  config.data.complex = "refuse"
-  # The slice profile that made the thick slices, used for the training pairs and for
-  # data consistency. Thickness 0 = the slice spacing (contiguous slices).
-  config.data.slice_thickness = 0.0
-  # 'gaussian' (FWHM = thickness), 'rect', or 'estimate': from the scan before training
-  # (clade_jax/data/profile_estimation.py; a slice_thickness given is then kept).
-  config.data.slice_profile = "gaussian"
-  config.data.slice_kernel = ()  # A measured profile in output voxels; wins over the two above.
+  # data.root is the scan (a directory or glob: one network for all of its scans). The
+  # slice profile makes the training pairs as well as serving data consistency; a
+  # measured one, in output voxels, wins over slice_profile and slice_thickness.
+  config.data.slice_kernel = ()
   config.data.patch_size = 48
   config.data.patches_per_slice = 16  # Examples per acquired slice per epoch.
   config.data.augment = True  # Rotations by 90 degrees and flips of each slice.
   config.data.min_foreground = 0.2
-  config.data.background_level = 0.05
-  config.data.percentiles = (0.5, 99.5)  # Robust range mapped to [-1, 1].
-  config.data.num_threads = 4
-  config.data.prefetch = 8
 
   config.model = ml_collections.ConfigDict()
   config.model.features = 64
@@ -85,75 +127,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.conv_impl = "xla"
   config.model.dtype = "float32"
 
-  config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 32
+  # SMORE trains for a number of iterations (its learning-rate schedule ends at the
+  # last one), so train.num_steps must be > 0 and train.epochs is not used.
   config.train.num_steps = 20_000
   config.train.learning_rate = 5e-4
   config.train.schedule = "cosine"  # 'constant' or 'cosine' (to zero at the last step).
   config.train.warmup_steps = 100
   config.train.beta1 = 0.9
-  config.train.beta2 = 0.999
-  config.train.log_every = 50
   config.train.sample_every = 1000
 
-  config.ckpt = ml_collections.ConfigDict()
-  config.ckpt.every = 1000
-  config.ckpt.keep = 3
-
-  config.eval = ml_collections.ConfigDict()
   config.eval.mode = "full"  # Whole slices: the network is fully convolutional.
   config.eval.stride = 24  # Sliding-window stride with --mode patch.
   config.eval.batch_size = 64  # Patches per network call with --mode patch.
   config.eval.planes = "both"  # SMORE combines the two low-resolution planes.
   config.eval.combine = "mean"  # 'mean' or 'fourier' (burst accumulation, power below).
   config.eval.fourier_power = 4.0
-  config.eval.data_consistency = False
-  config.eval.consistency_regularisation = 0.0
 
-  if parts & {"cpu", "demo"}:
-    config.model.features = 32
-    config.model.num_blocks = 6
-    config.model.residual_scale = 1.0
-    config.train.batch_size = 16
-    config.train.num_steps = 2_500
-    config.ckpt.every = 500
-  if "demo" in parts:
-    common.use_demo_data(config)
-    config.train.num_steps = 600
-    config.train.log_every = 10
-    config.train.sample_every = 200
-    config.ckpt.every = 200
-  if "small" in parts:
-    config.model.features = 16
-    config.model.num_blocks = 2
-    config.model.residual_scale = 1.0
-    config.train.batch_size = 8
-    config.train.num_steps = 200
-    config.train.log_every = 10
-    config.train.sample_every = 100
-    config.ckpt.every = 100
-  budget = parts & set(BUDGETS)
-  if len(budget) > 1 or (budget and parts & {"cpu", "small"}):
-    raise ValueError(f"config arguments {', '.join(sorted(budget | (parts & {'cpu', 'small'})))} "
-                     "exclude each other: a budget sets the size")
-  if budget:
-    use_budget(config, BUDGETS[budget.pop()])
+  common.apply_presets(config, SIZES, parts)
   return config
-
-
-def use_budget(config: ml_collections.ConfigDict, budget: dict) -> None:
-  """Sizes `config` for one scan on a CPU: a checkpoint every 500 steps, a picture at the end."""
-  config.model.features = budget["features"]
-  config.model.num_blocks = budget["num_blocks"]
-  config.model.residual_scale = 1.0
-  config.data.patch_size = budget["patch_size"]
-  config.train.batch_size = budget["batch_size"]
-  config.train.num_steps = budget["num_steps"]
-  config.train.learning_rate = budget["learning_rate"]
-  config.train.warmup_steps = budget["warmup_steps"]
-  config.train.log_every = 50
-  config.train.sample_every = budget["num_steps"]
-  # A checkpoint every 500 steps (quick: at the end only): a cohort killed mid-scan
-  # resumes that scan from its last one for under a second of saving each.
-  config.ckpt.every = min(500, budget["num_steps"])
-  config.ckpt.keep = 1

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from clade_jax.data import consistency
+from clade_jax.data import foreground
 from clade_jax.data import volume as volume_lib
 
 # Fine spacings within this relative tolerance of the target are used as they are;
@@ -177,8 +178,8 @@ class InPlanePairs:
                thickness_mm=None, min_foreground=0.3, background_level=0.05, augment=True,
                seed=0):
     self.patch_size = patch_size
-    self.min_foreground = min_foreground
-    self.threshold = -1.0 + 2.0 * background_level
+    self.foreground = foreground.ForegroundPatches(patch_size, min_foreground,
+                                                   background_level)
     self.augment = augment
     self.seed = seed
     self.hr, self.ratios, self.phases, self._matrices = [], [], [], {}
@@ -205,41 +206,11 @@ class InPlanePairs:
       self.hr.append(stack)
       self.ratios.append(ratio)
       self.phases.append(phases)
-    self.slices = [(v, int(s)) for v, stack in enumerate(self.hr)
-                   for s in np.flatnonzero(self._foreground(stack).max(axis=(1, 2))
-                                           >= min_foreground - 1e-6)]
-    if not self.slices:
-      raise volume_lib.VolumeError(
-          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no acquired slice has "
-          f"a {patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
-          "data.min_foreground or data.background_level")
+    self.slices = self.foreground.require(self.foreground.usable_slices(self.hr), volumes)
     self.epoch_length = patches_per_slice * len(self.slices)
 
   def __len__(self) -> int:
     return self.epoch_length
-
-  def _foreground(self, stack: np.ndarray) -> np.ndarray:
-    """Foreground fraction of every patch position: [S, H-P+1, W-P+1]."""
-    p = self.patch_size
-    mean = ndimage.uniform_filter((stack > self.threshold).astype(np.float32),
-                                  size=(1, p, p), mode="constant")
-    lo = p // 2  # uniform_filter centres its window; index (r, c) = patch at (r, c).
-    return mean[:, lo:lo + stack.shape[1] - p + 1, lo:lo + stack.shape[2] - p + 1]
-
-  def _place(self, image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    """A patch position with enough foreground: a few cheap draws, then an exact search."""
-    p = self.patch_size
-    h, w = image.shape
-    for _ in range(8):
-      r, c = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-      if np.mean(image[r:r + p, c:c + p] > self.threshold) >= self.min_foreground - 1e-6:
-        return r, c
-    frac = self._foreground(image[None])[0]
-    candidates = np.flatnonzero(frac >= self.min_foreground - 1e-6)
-    if not candidates.size:  # The phase cut the slice's only foreground patch short.
-      candidates = np.arange(frac.size)
-    r, c = np.unravel_index(rng.choice(candidates), frac.shape)
-    return int(r), int(c)
 
   def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
     """The pair for slice record `record` at global example position `index`."""
@@ -252,7 +223,7 @@ class InPlanePairs:
     matrix = self._matrices[v, image.shape[0], phase]
     _, n_grid = sample_grid(image.shape[0], self.ratios[v], phase)
     target = image[phase:phase + n_grid]
-    r, c = self._place(target, rng)
+    r, c = self.foreground.corner(target, rng)
     p = self.patch_size
     # Only the patch's columns are degraded: the rows couple, the columns do not.
     samples = matrix @ np.asarray(image[:, c:c + p], np.float64)

@@ -22,10 +22,10 @@ import os
 
 import grain
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from clade_jax import volume_srr
+from clade_jax.data import foreground
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
 
@@ -157,8 +157,8 @@ class UnpairedPatches:
           f"data.lr_planes must be one of {', '.join(LR_PLANES)}, got {lr_planes!r}")
     self.patch_size = patch_size
     self.simulators = simulators
-    self.min_foreground = min_foreground
-    self.threshold = -1.0 + 2.0 * background_level
+    self.foreground = foreground.ForegroundPatches(patch_size, min_foreground,
+                                                   background_level)
     self.seed = seed
     # One X stack per (volume, plane): x_stacks[k] holds slices of plane x_planes[k]
     # (0 trained, 1 the other) of volume x_volumes[k]. With one plane, k is the volume.
@@ -176,61 +176,24 @@ class UnpairedPatches:
     else:
       raise ValueError(f"data.hr_slices must be 'acquired' or 'all', got {hr_slices!r}")
     holdout = {(v * len(planes), s) for v, s in holdout}  # The trained plane's stack.
-    self.x_slices = [s for s in self._usable(self.x_stacks) if s not in holdout]
-    self.y_slices = self._usable(self.y_stacks)
-    if not self.x_slices or not self.y_slices:
-      raise volume_lib.VolumeError(
-          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no slice has a "
-          f"{patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
-          "data.min_foreground or data.background_level")
+    self.x_slices = self.foreground.require(
+        [s for s in self.foreground.usable_slices(self.x_stacks) if s not in holdout],
+        volumes, "slice")
+    self.y_slices = self.foreground.require(self.foreground.usable_slices(self.y_stacks),
+                                            volumes, "slice")
     self.epoch_length = patches_per_slice * len(self.x_slices)
-
-  def _foreground_fraction(self, stack: np.ndarray) -> np.ndarray:
-    """Foreground fraction of every patch position: [S, H-P+1, W-P+1]."""
-    p = self.patch_size
-    fg = (stack > self.threshold).astype(np.float32)
-    mean = ndimage.uniform_filter(fg, size=(1, p, p), mode="constant")
-    # uniform_filter centres the window; shift so index (r, c) is the patch at (r, c).
-    lo = p // 2
-    return mean[:, lo:lo + stack.shape[1] - p + 1, lo:lo + stack.shape[2] - p + 1]
-
-  def _usable(self, stacks) -> list[tuple[int, int]]:
-    usable = []
-    for v, stack in enumerate(stacks):
-      best = self._foreground_fraction(stack).max(axis=(1, 2))
-      usable += [(v, int(s)) for s in np.flatnonzero(best >= self.min_foreground - 1e-6)]
-    return usable
 
   def __len__(self) -> int:
     return self.epoch_length
-
-  def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random patch with enough foreground; a few cheap draws, then an exact search."""
-    r, c = self._corner(image, rng)
-    return image[r:r + self.patch_size, c:c + self.patch_size]
-
-  def _corner(self, image: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
-    """The top-left corner of `_crop`'s patch."""
-    p = self.patch_size
-    h, w = image.shape
-    for _ in range(8):
-      r, c = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
-      patch = image[r:r + p, c:c + p]
-      if np.mean(patch > self.threshold) >= self.min_foreground - 1e-6:
-        return int(r), int(c)
-    frac = self._foreground_fraction(image[None])[0]
-    candidates = np.flatnonzero(frac >= self.min_foreground - 1e-6)
-    r, c = np.unravel_index(rng.choice(candidates), frac.shape)
-    return int(r), int(c)
 
   def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
     """The pair for X record `record` at global sample position `index`."""
     rng = np.random.default_rng([self.seed, index])
     xk, xs = self.x_slices[record % len(self.x_slices)]  # X stack, slice.
     yv, ys = self.y_slices[rng.integers(len(self.y_slices))]
-    x = self._crop(self.x_stacks[xk][xs], rng)
+    x = self.foreground.crop(self.x_stacks[xk][xs], rng)
     image = self.y_stacks[yv][ys]
-    r, c = self._corner(image, rng)
+    r, c = self.foreground.corner(image, rng)
     y = image[r:r + self.patch_size, c:c + self.patch_size]
     example = {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
     if self.simulators is not None:

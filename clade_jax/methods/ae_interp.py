@@ -15,11 +15,11 @@ augmented patch and its reconstruction; Adam. Under the driver's 'data' mesh the
 is sharded and `jit` computes batch norm's mean and variance over the global batch,
 so the statistics are those of one large batch, whatever the device count.
 
-Held-out slice: the driver holds out one slice of the low-resolution plane. Every
-in-plane training slice crosses it along a line, so it cannot be kept out of training
-short of dropping whole volumes; what this method synthesises there (everything but
-the acquired rows) is never a training target anyway, since only acquired slices are.
-`make_source` therefore ignores `holdout`.
+Held-out slice: the driver's check looks at one slice of the low-resolution plane.
+Every in-plane training slice crosses it along a line, so it cannot be kept out of
+training short of dropping whole volumes (``holds_out = False``); what this method
+synthesises there (everything but the acquired rows) is never a training target
+anyway, since only acquired slices are.
 
 Super-resolution (`super_resolve`): every acquired slice is encoded whole (the
 networks are fully convolutional; edge-padded to a multiple of ``2 ** num_blocks``
@@ -59,11 +59,11 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from scipy import ndimage
 import tqdm
 
 from clade_jax import volume_srr
 from clade_jax.config_validation import ConfigError, Range
+from clade_jax.data import foreground
 from clade_jax.data import volume as volume_lib
 from clade_jax.models import convolution
 from clade_jax.models.autoencoder import Autoencoder
@@ -75,11 +75,17 @@ SAMPLE_COLUMNS = ("patch", "reconstruction")
 POSITION_TOLERANCE = 1e-6
 
 architecture_fields = ("model.features", "model.num_blocks", "model.latent_features")
+holds_out = False  # Module docstring: every training slice crosses the checked one.
 progress_metrics = ("loss/mse",)
 INTERPOLATIONS = ("latent", "corrected")
 CORRECTION_BASES = ("linear", "cubic")
-config_enums = {"eval.interpolation": INTERPOLATIONS, "eval.correction_base": CORRECTION_BASES}
+# The autoencoder's own config fields (configs/ae_interp.py); the shared ones are
+# checked by `config_validation.RANGES` and `ENUMS`.
+config_enums = {"model.conv_impl": convolution.IMPLS, "eval.interpolation": INTERPOLATIONS,
+                "eval.correction_base": CORRECTION_BASES}
 config_ranges = {
+    "model.features": Range(1),
+    "model.num_blocks": Range(1),
     "model.latent_features": Range(1),
     "model.negative_slope": Range(0),
     "data.intensity_scale": Range(0, 1, hi_exclusive=True),
@@ -93,15 +99,48 @@ class AEState:
 
   Attributes:
     step: updates done so far.
-    params: ``{'autoencoder': {'params': weights, 'batch_stats': running averages}}``:
-      the network's flax variables, so inference, which reads only ``params`` from a
-      checkpoint, has the batch-norm averages it needs.
-    opt_state: Adam's state over the weights only (the averages are not optimised).
+    params: ``{'autoencoder': weights}``: what Adam optimises.
+    batch_stats: ``{'autoencoder': batch norm's running averages}``: state the forward
+      pass updates, not params (no gradient reaches them).
+    opt_state: Adam's state over the weights.
   """
 
   step: jax.Array
   params: dict[str, Any]
+  batch_stats: dict[str, Any]
   opt_state: optax.OptState
+
+
+def inference_params(state) -> dict[str, Any]:
+  """The network's flax variables, ``{'autoencoder': {'params', 'batch_stats'}}``.
+
+  What `super_resolve` and the samples apply, from an `AEState` or a checkpoint's state
+  restored as a dict. Checkpoints written before the averages had their own entry (no
+  ``batch_stats``) kept these variables in ``params``: they are read as they are.
+  """
+  get = state.get if isinstance(state, dict) else lambda name: getattr(state, name)
+  stats = get("batch_stats")
+  if stats is None:
+    return get("params")
+  return {NETWORK: {"params": get("params")[NETWORK], "batch_stats": stats[NETWORK]}}
+
+
+def legacy_checkpoint(abstract_state: AEState):
+  """Resuming a run saved before the averages had their own entry (in ``params``).
+
+  Returns:
+    ``(target, upgrade)``: that layout's restore target for `abstract_state`, and the
+    function turning the restored state into an `AEState`.
+  """
+  target = {"step": abstract_state.step, "params": inference_params(abstract_state),
+            "opt_state": abstract_state.opt_state}
+
+  def upgrade(saved) -> AEState:
+    variables = saved["params"][NETWORK]
+    return AEState(saved["step"], {NETWORK: variables["params"]},
+                   {NETWORK: variables["batch_stats"]}, saved["opt_state"])
+
+  return target, upgrade
 
 
 def describe(config) -> str:
@@ -112,7 +151,8 @@ def describe(config) -> str:
 def create_model(model_config) -> Autoencoder:
   return Autoencoder(features=model_config.features, num_blocks=model_config.num_blocks,
                      latent_features=model_config.latent_features,
-                     negative_slope=model_config.negative_slope)
+                     negative_slope=model_config.negative_slope,
+                     conv_impl=convolution.of_config(model_config))
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -148,52 +188,24 @@ class InPlanePatches:
   def __init__(self, volumes, *, patch_size=128, patches_per_slice=8, min_foreground=0.1,
                background_level=0.05, intensity_scale=0.1, intensity_shift=0.1, seed=0):
     self.patch_size = patch_size
-    self.min_foreground = min_foreground - 1e-6
-    self.threshold = -1.0 + 2.0 * background_level
+    self.foreground = foreground.ForegroundPatches(patch_size, min_foreground,
+                                                   background_level)
     self.intensity_scale = intensity_scale
     self.intensity_shift = intensity_shift
     self.seed = seed
     self.stacks = [volume_lib.plane_slices(v.normalised_acquired, v.thick_axis)
                    for v in volumes]
-    self.slices = [(v, int(s)) for v, stack in enumerate(self.stacks)
-                   for s in np.flatnonzero(
-                       self._foreground_fraction(stack).max(axis=(1, 2)) >= self.min_foreground)]
-    if not self.slices:
-      raise volume_lib.VolumeError(
-          f"{volumes[0].path}{' ...' if len(volumes) > 1 else ''}: no acquired slice has a "
-          f"{patch_size}x{patch_size} patch with {min_foreground:.0%} foreground; lower "
-          "data.min_foreground or data.background_level")
+    self.slices = self.foreground.require(self.foreground.usable_slices(self.stacks),
+                                          volumes)
     self.epoch_length = patches_per_slice * len(self.slices)
 
   def __len__(self) -> int:
     return self.epoch_length
 
-  def _foreground_fraction(self, stack: np.ndarray) -> np.ndarray:
-    """Foreground fraction of the patch at every corner (r, c): [S, H-P+1, W-P+1]."""
-    p = self.patch_size
-    mean = ndimage.uniform_filter((stack > self.threshold).astype(np.float32),
-                                  size=(1, p, p), mode="constant")
-    lo = p // 2  # uniform_filter centres its window; index (r, c) is the patch at (r, c).
-    return mean[:, lo:lo + stack.shape[1] - p + 1, lo:lo + stack.shape[2] - p + 1]
-
-  def _crop(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random patch with enough foreground: a few cheap draws, then an exact search."""
-    p = self.patch_size
-    h, w = image.shape
-    for _ in range(8):
-      r, c = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
-      patch = image[r:r + p, c:c + p]
-      if np.mean(patch > self.threshold) >= self.min_foreground:
-        return patch
-    fraction = self._foreground_fraction(image[None])[0]
-    r, c = np.unravel_index(rng.choice(np.flatnonzero(fraction >= self.min_foreground)),
-                            fraction.shape)
-    return image[r:r + p, c:c + p]
-
   def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, index])
     v, s = self.slices[record % len(self.slices)]
-    patch = np.rot90(self._crop(self.stacks[v][s], rng), k=int(rng.integers(4)))
+    patch = np.rot90(self.foreground.crop(self.stacks[v][s], rng), k=int(rng.integers(4)))
     gain = rng.uniform(1.0 - self.intensity_scale, 1.0 + self.intensity_scale)
     offset = rng.uniform(-self.intensity_shift, self.intensity_shift)
     patch = (patch + 1.0) * gain - 1.0 + offset
@@ -201,7 +213,7 @@ class InPlanePatches:
 
 
 def make_source(config, volumes, holdout) -> InPlanePatches:
-  """Augmented patches of the acquired in-plane slices (`holdout`: module docstring)."""
+  """Augmented patches of the acquired in-plane slices (`holdout`: none, `holds_out`)."""
   del holdout
   _check_patch_size(config)
   data = config.data
@@ -216,28 +228,27 @@ def init_state(config, rng: jax.Array) -> AEState:
   _check_patch_size(config)
   p = config.data.patch_size
   variables = create_model(config.model).init(rng, jnp.zeros((1, p, p, 1), jnp.float32))
-  variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
-  return AEState(step=jnp.zeros((), jnp.int32), params={NETWORK: variables},
+  return AEState(step=jnp.zeros((), jnp.int32), params={NETWORK: variables["params"]},
+                 batch_stats={NETWORK: variables["batch_stats"]},
                  opt_state=make_optimizer(config.train).init(variables["params"]))
 
 
 def train_step(state: AEState, batch, *, model: Autoencoder, optimizer):
   """One Adam step on the reconstruction MSE; batch norm's averages updated. Pure."""
-  variables = state.params[NETWORK]
+  weights = state.params[NETWORK]
   images = batch["image"]
 
   def loss_fn(weights):
     reconstruction, updates = model.apply(
-        {"params": weights, "batch_stats": variables["batch_stats"]}, images, train=True,
+        {"params": weights, "batch_stats": state.batch_stats[NETWORK]}, images, train=True,
         mutable=["batch_stats"])
     return jnp.mean(jnp.square(reconstruction - images)), updates["batch_stats"]
 
-  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables["params"])
-  updates, opt_state = optimizer.update(grads, state.opt_state, variables["params"])
-  weights = optax.apply_updates(variables["params"], updates)
-  params = {NETWORK: {"params": weights, "batch_stats": batch_stats}}
+  (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
+  updates, opt_state = optimizer.update(grads, state.opt_state, weights)
+  weights = optax.apply_updates(weights, updates)
   metrics = {"loss/mse": loss, f"grad_norm/{NETWORK}": optax.tree.norm(grads)}
-  return AEState(state.step + 1, params, opt_state), metrics
+  return AEState(state.step + 1, {NETWORK: weights}, {NETWORK: batch_stats}, opt_state), metrics
 
 
 def make_train_step(config):
@@ -296,23 +307,19 @@ def output_positions(prepared) -> np.ndarray:
 def _network_fns(model_config: ml_collections.FrozenConfigDict):
   """Jitted ``encode(variables, x)`` and ``decode_mixed(variables, z_n, z_n1, alpha)``.
 
-  One pair per model config, so repeated volumes reuse the compiled programs. They
-  trace with the run's convolution formulation.
+  One pair per model config, so repeated volumes reuse the compiled programs.
   """
   model = create_model(model_config)
-  impl = model_config.get("conv_impl", "auto")
 
   @jax.jit
   def encode(variables, images):
-    with convolution.use(impl):
-      return model.apply(variables, images, method="encode")
+    return model.apply(variables, images, method="encode")
 
   @jax.jit
   def decode_mixed(variables, first, second, alpha):
     a = alpha[:, None, None, None]
     mixed = (1.0 - a) * first + a * second
-    with convolution.use(impl):
-      return model.apply(variables, mixed, method="decode")
+    return model.apply(variables, mixed, method="decode")
 
   return encode, decode_mixed
 
@@ -359,7 +366,7 @@ def interpolate_slices(params, config, slices: np.ndarray, positions: np.ndarray
   """Decoded latent mixtures of acquired slices at continuous positions.
 
   Args:
-    params: the run's params (``{'autoencoder': variables}``).
+    params: the run's `inference_params` (``{'autoencoder': variables}``).
     config: the run's config (``config.model``).
     slices: float32 [N, H, W] acquired slices, normalised, in order along the thick
       axis (N >= 2).
@@ -422,7 +429,7 @@ def super_resolve(params, config, prepared, options: volume_srr.SROptions) -> np
   if prepared.acquired is None:
     raise ValueError("latent interpolation needs the acquired slices: prepare the volume "
                      "with data.preprocess.prepare_input")
-  options = options.with_defaults(config.eval)
+  options = options.resolve(config)
   axis = prepared.thick_axis
   slices = volume_lib.plane_slices(prepared.normalizer.forward(prepared.acquired), axis)
   positions = output_positions(prepared)

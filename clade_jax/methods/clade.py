@@ -44,7 +44,8 @@ from clade_jax.config_validation import ConfigError, Range
 from clade_jax.data import patches as patches_lib
 from clade_jax.data import simulated_pairs
 from clade_jax.data import volume as volume_lib
-from clade_jax.models import PatchDiscriminator, ResnetGenerator
+from clade_jax.models.discriminator import PatchDiscriminator
+from clade_jax.models.generator import ResnetGenerator
 from clade_jax.models import convolution
 from clade_jax import train_state as train_state_lib
 from clade_jax.train_state import EmaTrainState, TrainState
@@ -61,12 +62,32 @@ architecture_fields = ("model.generator_norm", "model.features", "model.num_bloc
                        "model.disc_features", "model.disc_layers", "model.residual",
                        "train.ema_decay")
 progress_metrics = ("loss/generator", "loss/cycle", "loss/D_Y")
-config_ranges = {"train.ema_decay": Range(0, 1, hi_exclusive=True),  # 0 = off.
-                 "loss.degradation": Range(0)}
-# The low-resolution planes of domain X, and those inference combines ('auto': the
-# ones trained on; `resolve_config` writes which into the run's config).
-config_enums = {"data.lr_planes": patches_lib.LR_PLANES,
-                "eval.planes": ("auto", "trained", "both")}
+# CLADE's own config fields (configs/mri.py); the shared ones are checked by
+# `config_validation.RANGES` and `ENUMS`.
+config_ranges = {
+    "model.features": Range(1),
+    "model.num_blocks": Range(1),
+    "model.disc_features": Range(1),
+    "model.disc_layers": Range(1),
+    "loss.cyc": Range(0),
+    "loss.ident": Range(0),
+    "loss.gmap": Range(0),
+    "loss.degradation": Range(0),
+    "train.ema_decay": Range(0, 1, hi_exclusive=True),  # 0 = off.
+    "eval.stride": Range(1, "data.patch_size"),  # A larger stride leaves gaps.
+}
+config_enums = {
+    "data.hr_slices": ("acquired", "all"),
+    "model.generator_norm": ("demod", "instance"),
+    "model.conv_impl": convolution.IMPLS,
+    "model.dtype": ("float32", "bfloat16"),
+    "loss.gan": ("log", "lsgan"),
+    "eval.blend": ("flat", "taper"),
+    # Domain X's low-resolution planes, and those inference combines ('auto': the ones
+    # trained on; `resolve_config` writes which into the run's config).
+    "data.lr_planes": patches_lib.LR_PLANES,
+    "eval.planes": ("auto", "trained", "both"),
+}
 # G_X's four flips of a patch: the thick direction stays on its image axis.
 TTA_FLIPS = ((), (1,), (2,), (1, 2))
 
@@ -116,7 +137,8 @@ def create_generators(model_config) -> dict[str, nn.Module]:
   make = functools.partial(ResnetGenerator, features=model_config.features,
                            num_blocks=model_config.num_blocks,
                            norm=model_config.generator_norm,
-                           dtype=model_config.get("dtype", "float32"))
+                           dtype=model_config.get("dtype", "float32"),
+                           conv_impl=convolution.of_config(model_config))
   return {"G_X": make(residual=model_config.get("residual", False)), "G_Y": make()}
 
 
@@ -124,7 +146,8 @@ def create_models(model_config) -> tuple[nn.Module, nn.Module]:
   """(G_X's network, the discriminators' network); G_Y's is `create_generators`'."""
   discriminator = PatchDiscriminator(features=model_config.disc_features,
                                      num_layers=model_config.disc_layers,
-                                     dtype=model_config.get("dtype", "float32"))
+                                     dtype=model_config.get("dtype", "float32"),
+                                     conv_impl=convolution.of_config(model_config))
   return create_generators(model_config)["G_X"], discriminator
 
 
@@ -298,21 +321,19 @@ def _apply_fn(model_config: ml_collections.FrozenConfigDict, tta: bool = False):
   """G_X's ``apply_fn(params, x)``, one function object per (model config, tta).
 
   The same object for equal configs, so the jitted reconstruction it is a static
-  argument of compiles once. It traces with the run's convolution formulation.
+  argument of compiles once.
   """
   generator, _ = create_models(model_config)
-  impl = model_config.get("conv_impl", "auto")
 
   def apply_fn(params, x):
-    with convolution.use(impl):
-      if not tta:
-        return generator.apply({"params": params}, x)
-      # One flip at a time: the peak memory stays that of one generator call.
-      total = 0.0
-      for axes in TTA_FLIPS:
-        flip = lambda a: jnp.flip(a, axes) if axes else a
-        total = total + flip(generator.apply({"params": params}, flip(x)))
-      return total / len(TTA_FLIPS)
+    if not tta:
+      return generator.apply({"params": params}, x)
+    # One flip at a time: the peak memory stays that of one generator call.
+    total = 0.0
+    for axes in TTA_FLIPS:
+      flip = lambda a: jnp.flip(a, axes) if axes else a
+      total = total + flip(generator.apply({"params": params}, flip(x)))
+    return total / len(TTA_FLIPS)
 
   return apply_fn
 
@@ -332,18 +353,15 @@ def generator_apply_fn(model_config, tta: bool = False):
 def super_resolve(params, config, prepared, options: volume_srr.SROptions):
   """Every slice of the low-resolution plane(s) through G_X (paper Sec. 4.6); both
   planes averaged by default when trained on both (`inference_planes`)."""
-  if options.planes is None and options.lr_slices is None:
+  if options.planes is None and options.lr_slices is None:  # 'auto' before resolve.
     options = dataclasses.replace(options, planes=inference_planes(config))
-  options = options.with_defaults(config.eval)
+  options = options.resolve(config)
   apply_fn = generator_apply_fn(config.model, config.eval.get("tta", False))
+  window = options.window(config.data.patch_size, SIZE_MULTIPLE)
   mesh = volume_srr.default_mesh()
 
   def slice_fn(slices, progress):
-    return srr.reconstruct_slices(
-        apply_fn, params["G_X"], slices, patch_size=config.data.patch_size,
-        stride=options.stride, patches_per_batch=options.batch_size,
-        slices_per_chunk=options.slices_per_chunk, mode=options.mode,
-        size_multiple=SIZE_MULTIPLE, mesh=mesh, progress=progress,
-        blend=options.blend or "flat")
+    return srr.reconstruct_slices(apply_fn, params["G_X"], slices, window, mesh=mesh,
+                                  progress=progress)
 
   return volume_srr.reconstruct_planes(prepared, slice_fn, options)

@@ -51,17 +51,25 @@ SAMPLE_COLUMNS = ("input (cubic spline)", "output (SMORE)", "target (acquired)")
 COMBINATIONS = ("mean", "fourier")
 
 architecture_fields = ("model.features", "model.num_blocks", "model.expansion")
+holds_out = False  # Its acquired in-plane slices cross every low-resolution-plane slice.
 progress_metrics = ("loss/l1", "loss/l1_input")
+# SMORE's own config fields (configs/smore.py); the shared ones are checked by
+# `config_validation.RANGES` and `ENUMS`.
 config_ranges = {
-    # SMORE trains for a number of iterations; the learning-rate schedule needs it.
-    "train.num_steps": Range(1),
+    "train.num_steps": Range(1, why="SMORE's learning-rate schedule ends at the last step, "
+                             "so it trains for a number of steps, not for train.epochs"),
     "train.warmup_steps": Range(0),
+    "model.features": Range(1),
+    "model.num_blocks": Range(1),
     "model.expansion": Range(1),
     "model.residual_scale": Range(0, lo_exclusive=True),
+    "eval.stride": Range(1, "data.patch_size"),  # A larger stride leaves gaps.
     "eval.fourier_power": Range(0),
 }
 config_enums = {
     "train.schedule": ("constant", "cosine"),
+    "model.conv_impl": convolution.IMPLS,
+    "model.dtype": ("float32", "bfloat16"),
     "eval.planes": ("trained", "both"),
     "eval.combine": COMBINATIONS,
 }
@@ -76,7 +84,8 @@ def create_model(model_config) -> SRNetwork:
   return SRNetwork(features=model_config.features, num_blocks=model_config.num_blocks,
                    expansion=model_config.expansion,
                    residual_scale=model_config.residual_scale,
-                   dtype=model_config.get("dtype", "float32"))
+                   dtype=model_config.get("dtype", "float32"),
+                   conv_impl=convolution.of_config(model_config))
 
 
 def learning_rate(train_config):
@@ -95,8 +104,8 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
 def make_source(config, volumes, holdout) -> inplane_pairs.InPlanePairs:
   """Degraded/original pairs from the acquired slices.
 
-  `holdout` (slices of a low-resolution plane) needs nothing: SMORE never trains on a
-  low-resolution plane.
+  `holdout` is empty (`holds_out`): SMORE never trains on a low-resolution plane, but
+  its acquired slices cross every slice of one.
   """
   del holdout
   data = config.data
@@ -158,11 +167,9 @@ def _apply_fn(model_config: ml_collections.FrozenConfigDict):
   argument of compiles once.
   """
   model = create_model(model_config)
-  impl = model_config.get("conv_impl", "auto")
 
   def apply_fn(params, x):
-    with convolution.use(impl):
-      return model.apply({"params": params}, x)
+    return model.apply({"params": params}, x)
 
   return apply_fn
 
@@ -197,8 +204,9 @@ def fourier_combine(volumes, power: float) -> np.ndarray:
 
 def super_resolve(params, config, prepared, options: volume_srr.SROptions):
   """Both low-resolution planes through the network, combined (``eval.combine``)."""
-  options = options.with_defaults(config.eval)
+  options = options.resolve(config)
   apply_fn = network_apply_fn(config.model)
+  window = options.window(config.data.patch_size)
   mesh = volume_srr.default_mesh()
 
   def plane(prepared_plane):
@@ -208,11 +216,8 @@ def super_resolve(params, config, prepared, options: volume_srr.SROptions):
 
     def slice_fn(slices, progress):
       slices = slices if rows else np.swapaxes(slices, 1, 2)
-      out = srr.reconstruct_slices(
-          apply_fn, params[NETWORK], slices, patch_size=config.data.patch_size,
-          stride=options.stride, patches_per_batch=options.batch_size,
-          slices_per_chunk=options.slices_per_chunk, mode=options.mode, mesh=mesh,
-          progress=progress)
+      out = srr.reconstruct_slices(apply_fn, params[NETWORK], slices, window, mesh=mesh,
+                                   progress=progress)
       return out if rows else np.swapaxes(out, 1, 2)
 
     return volume_srr.reconstruct_planes(

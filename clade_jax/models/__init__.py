@@ -1,5 +1,5 @@
-"""Generators and discriminators (flax linen, applied as pure functions)."""
+"""Networks (flax linen, applied as pure functions), one module per architecture.
 
-from clade_jax.models.discriminator import PatchDiscriminator
-from clade_jax.models.generator import ResnetGenerator
-from clade_jax.models.layers import demodulate
+Import what a method uses from its module (`models.generator`, `models.discriminator`,
+`models.sr_network`, `models.autoencoder`); this package exports no method's networks.
+"""

@@ -14,8 +14,8 @@ Choices the paper leaves open: leaky ReLU slope `negative_slope` (PyTorch's defa
 0.01), batch norm with PyTorch's defaults (momentum 0.1 of the new batch, i.e. flax
 momentum 0.9; epsilon 1e-5), PyTorch's default initialisation (uniform in
 +-1/sqrt(fan_in) for kernels and biases; the paper used PyTorch). The convolutions go
-through `convolution.conv`, so the driver's `model.conv_impl` picks the fast CPU
-formulation as for every other network.
+through `convolution.conv` in the formulation `conv_impl` names, which the method sets
+from `model.conv_impl` as for every other network.
 
 Batch norm: ``train=True`` normalises with the batch statistics and updates the
 running averages (collection ``batch_stats``, to be applied with
@@ -24,6 +24,8 @@ code does not depend on the other slices it is batched with.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -46,16 +48,19 @@ def _fan_in_uniform(fan_in: int):
 
 
 class Conv3x3(nn.Module):
-  """3x3 convolution with zero padding 1 and a bias (H and W kept)."""
+  """3x3 convolution with zero padding 1 and a bias (H and W kept), in formulation
+  `conv_impl` (`convolution.IMPLS`)."""
 
   features: int
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fan_in = 9 * x.shape[-1]
     kernel = self.param("kernel", _fan_in_uniform(fan_in), (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", _fan_in_uniform(fan_in), (self.features,))
-    return convolution.conv(x, kernel.astype(x.dtype), 1, 1) + bias.astype(x.dtype)
+    return (convolution.conv(x, kernel.astype(x.dtype), 1, 1, self.conv_impl)
+            + bias.astype(x.dtype))
 
 
 def _batch_norm(train: bool) -> nn.BatchNorm:
@@ -75,19 +80,21 @@ class Encoder(nn.Module):
   num_blocks: int = 4
   latent_features: int = 16
   negative_slope: float = 0.01
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     act = lambda h: nn.leaky_relu(h, self.negative_slope)
+    conv = functools.partial(Conv3x3, conv_impl=self.conv_impl)
     h = x
     for block in range(self.num_blocks):
       width = self.features * 2 ** block
-      h = act(Conv3x3(width)(h))
-      h = act(Conv3x3(width)(h))
+      h = act(conv(width)(h))
+      h = act(conv(width)(h))
       h = _batch_norm(train)(h)
       h = nn.avg_pool(h, (2, 2), strides=(2, 2))
-    h = act(Conv3x3(self.features * 2 ** (self.num_blocks - 1))(h))
-    return Conv3x3(self.latent_features)(h)
+    h = act(conv(self.features * 2 ** (self.num_blocks - 1))(h))
+    return conv(self.latent_features)(h)
 
 
 class Decoder(nn.Module):
@@ -97,19 +104,21 @@ class Decoder(nn.Module):
   num_blocks: int = 4
   out_channels: int = 1
   negative_slope: float = 0.01
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, z: jax.Array, train: bool = False) -> jax.Array:
     act = lambda h: nn.leaky_relu(h, self.negative_slope)
+    conv = functools.partial(Conv3x3, conv_impl=self.conv_impl)
     h = z
     for block in reversed(range(self.num_blocks)):
       width = self.features * 2 ** block
-      h = act(Conv3x3(width)(h))
-      h = act(Conv3x3(width)(h))
+      h = act(conv(width)(h))
+      h = act(conv(width)(h))
       h = _batch_norm(train)(h)
       h = upsample_nearest(h)
-    h = act(Conv3x3(self.features)(h))
-    return Conv3x3(self.out_channels)(h)
+    h = act(conv(self.features)(h))
+    return conv(self.out_channels)(h)
 
 
 class Autoencoder(nn.Module):
@@ -120,12 +129,15 @@ class Autoencoder(nn.Module):
     num_blocks: encoder (and decoder) blocks (4); each halves H and W.
     latent_features: channels of the code (16).
     negative_slope: leaky ReLU slope.
+    conv_impl: convolution formulation of every layer (`convolution.IMPLS`; the
+      method passes `convolution.resolve(config.model.conv_impl)`).
   """
 
   features: int = 32
   num_blocks: int = 4
   latent_features: int = 16
   negative_slope: float = 0.01
+  conv_impl: str = "xla"
 
   @property
   def size_multiple(self) -> int:
@@ -134,8 +146,9 @@ class Autoencoder(nn.Module):
 
   def setup(self):
     self.encoder = Encoder(self.features, self.num_blocks, self.latent_features,
-                           self.negative_slope)
-    self.decoder = Decoder(self.features, self.num_blocks, 1, self.negative_slope)
+                           self.negative_slope, self.conv_impl)
+    self.decoder = Decoder(self.features, self.num_blocks, 1, self.negative_slope,
+                           self.conv_impl)
 
   def encode(self, x: jax.Array, train: bool = False) -> jax.Array:
     return self.encoder(x, train)

@@ -1,10 +1,11 @@
 """Convolutions for every network, behind one entry point: `conv` and `conv_transpose`.
 
-Networks call `conv(x, kernel, stride, padding)`; which formulation computes it is set
-once, by `use(impl)` around the code that traces the networks (the training driver and
-inference read `config.model.conv_impl`), and defaults to 'auto'. All formulations give
-the same function and gradients (tests/test_layers_fast.py holds them to 1e-4 relative
-error of `lax.conv`) and the same params, so the choice is about speed only:
+Networks call `conv(x, kernel, stride, padding, impl)`; the formulation `impl` is an
+attribute of every network that convolves (`conv_impl`, passed down as `dtype` is),
+which the methods set to `resolve(config.model.conv_impl)` and which defaults to 'xla',
+the reference. All formulations give the same function and gradients
+(tests/test_layers_fast.py holds them to 1e-4 relative error of `lax.conv`) and the
+same params, so the choice is about speed only:
 
 - 'xla': `lax.conv_general_dilated` / `lax.conv_transpose`. On GPU and TPU these become
   cuDNN / MXU convolutions and are the right choice.
@@ -26,10 +27,8 @@ Matmuls and convolutions accumulate in float32 and return the input's dtype.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,41 +40,32 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 # Below this many output channels im2col contracts channels before gathering taps.
 FEW_OUTPUT_CHANNELS = 8
 
-# Read when a network is traced, so jitted functions must be traced inside `use`.
-_IMPL = contextvars.ContextVar("conv_impl", default="auto")
-
-
-@contextlib.contextmanager
-def use(impl: str) -> Iterator[None]:
-  """Makes `conv` and `conv_transpose` trace with formulation `impl` inside the block.
-
-  Raises:
-    ValueError: `impl` is not one of IMPLS.
-  """
-  check_impl(impl)
-  token = _IMPL.set(impl)
-  try:
-    yield
-  finally:
-    _IMPL.reset(token)
-
 
 def check_impl(impl: str) -> None:
   if impl not in IMPLS:
     raise ValueError(f"unknown conv_impl {impl!r}; use one of {IMPLS}")
 
 
-def resolve(impl: str | None = None) -> str:
-  """The formulation to trace with: `impl`, or the one `use` set; 'auto' resolved."""
-  impl = _IMPL.get() if impl is None else impl
+def resolve(impl: str) -> str:
+  """The formulation `impl` names, 'auto' resolved for the default backend.
+
+  Raises:
+    ValueError: `impl` is not one of IMPLS.
+  """
   check_impl(impl)
   if impl == "auto":
     return "winograd" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
+def of_config(model_config) -> str:
+  """A run's formulation: its ``model.conv_impl`` resolved for this backend (configs
+  written before the field existed mean 'auto')."""
+  return resolve(model_config.get("conv_impl", "auto"))
+
+
 def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
-         impl: str | None = None) -> jax.Array:
+         impl: str = "xla") -> jax.Array:
   """2D convolution, NHWC input and HWIO kernel, symmetric zero padding in pixels.
 
   Args:
@@ -83,7 +73,7 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
     kernel: [k, k, C_in, C_out], already in x's dtype.
     stride: spatial stride.
     padding: zero padding on every side (0 = 'VALID').
-    impl: formulation; default the one `use` set (else 'auto').
+    impl: formulation, one of IMPLS.
 
   Returns:
     [B, H', W', C_out].
@@ -110,14 +100,14 @@ def _conv(x, kernel, stride, padding, impl):
 
 
 def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int = 2,
-                   impl: str | None = None) -> jax.Array:
+                   impl: str = "xla") -> jax.Array:
   """`lax.conv_transpose(x, kernel, (stride,) * 2, 'SAME')`: H and W grow `stride` times.
 
   Args:
     x: [B, H, W, C_in].
     kernel: [k, k, C_in, C_out] in x's dtype.
     stride: upsampling factor.
-    impl: formulation; default the one `use` set (else 'auto').
+    impl: formulation, one of IMPLS.
   """
   return _conv_transpose(x, kernel, stride, resolve(impl))
 

@@ -22,15 +22,17 @@ class PatchDiscriminator(nn.Module):
     features: channels of the first layer (ndf; 64 in CycleGAN).
     num_layers: stride-2 layers (3 gives the 70x70 PatchGAN; a 32x32 patch gives 2x2).
     dtype: compute dtype of the activations; params and the logits stay float32.
+    conv_impl: convolution formulation of every layer (`convolution.IMPLS`).
   """
 
   features: int = 64
   num_layers: int = 3
   dtype: str = "float32"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(layers.Conv, kernel_size=4, padding=1)
+    conv = functools.partial(layers.Conv, kernel_size=4, padding=1, conv_impl=self.conv_impl)
     h = conv(self.features, strides=2)(x.astype(self.dtype))
     h = nn.leaky_relu(h, 0.2)
     for n in range(1, self.num_layers + 1):

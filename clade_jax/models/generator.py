@@ -31,10 +31,12 @@ NORMS = ("demod", "instance")
 class ResidualBlock(nn.Module):
   features: int
   norm: str = "demod"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod")
+    conv = functools.partial(layers.Conv, self.features, 3, demodulate=self.norm == "demod",
+                             conv_impl=self.conv_impl)
     h = conv()(layers.reflect_pad(x, 1))
     h = nn.relu(_normalise(h, self.norm))
     h = conv()(layers.reflect_pad(h, 1))
@@ -53,6 +55,8 @@ class ResnetGenerator(nn.Module):
       module docstring); needs out_channels equal to the input's.
     dtype: compute dtype of the activations, e.g. 'bfloat16' on accelerators. Params
       stay float32; the output is float32 whatever this is.
+    conv_impl: convolution formulation of every layer (`convolution.IMPLS`; the
+      methods pass `convolution.resolve(config.model.conv_impl)`).
   """
 
   features: int = 64
@@ -61,12 +65,14 @@ class ResnetGenerator(nn.Module):
   out_channels: int | None = None
   residual: bool = False
   dtype: str = "float32"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.norm not in NORMS:
       raise ValueError(f"unknown generator norm {self.norm!r}; use one of {NORMS}")
-    conv = functools.partial(layers.Conv, demodulate=self.norm == "demod")
+    conv = functools.partial(layers.Conv, demodulate=self.norm == "demod",
+                             conv_impl=self.conv_impl)
     f = self.features
     h = conv(f, 7)(layers.reflect_pad(x.astype(self.dtype), 3))
     h = nn.relu(_normalise(h, self.norm))
@@ -74,9 +80,10 @@ class ResnetGenerator(nn.Module):
       h = conv(f * mult, 3, strides=2, padding=1)(h)
       h = nn.relu(_normalise(h, self.norm))
     for _ in range(self.num_blocks):
-      h = ResidualBlock(f * 4, self.norm)(h)
+      h = ResidualBlock(f * 4, self.norm, self.conv_impl)(h)
     for mult in (2, 1):
-      h = layers.ConvTranspose(f * mult, demodulate=self.norm == "demod")(h)
+      h = layers.ConvTranspose(f * mult, demodulate=self.norm == "demod",
+                               conv_impl=self.conv_impl)(h)
       h = nn.relu(_normalise(h, self.norm))
     out = self.out_channels or x.shape[-1]
     if not self.residual:
@@ -85,7 +92,8 @@ class ResnetGenerator(nn.Module):
     if out != x.shape[-1]:
       raise ValueError(f"a residual generator maps {x.shape[-1]} channels to as many, "
                        f"not {out}")
-    h = layers.Conv(out, 7, kernel_init=nn.initializers.zeros)(layers.reflect_pad(h, 3))
+    h = layers.Conv(out, 7, kernel_init=nn.initializers.zeros,
+                    conv_impl=self.conv_impl)(layers.reflect_pad(h, 3))
     return x.astype(jnp.float32) + nn.tanh(h.astype(jnp.float32))
 
 

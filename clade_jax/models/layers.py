@@ -2,7 +2,7 @@
 
 Every network goes through `Conv` / `ConvTranspose` here, so the demodulation lives in
 one place; how the convolution itself is computed (XLA, or the fast CPU formulations)
-is `convolution.conv`'s business.
+is `convolution.conv`'s business, in the formulation named by each layer's `conv_impl`.
 
 Mixed precision: params are always created in float32. Layers compute in the dtype of
 their input (cast the network input to bfloat16 to run in bfloat16), and kernels are
@@ -59,6 +59,7 @@ class Conv(nn.Module):
     demodulate: apply Eq. 6 to the kernel before convolving.
     use_bias: add a learned bias after the convolution.
     kernel_init: initialiser of the kernel (CycleGAN's N(0, 0.02) by default).
+    conv_impl: convolution formulation (`convolution.IMPLS`); creates no params.
   """
 
   features: int
@@ -68,13 +69,14 @@ class Conv(nn.Module):
   demodulate: bool = False
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = KERNEL_INIT
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
     y = convolution.conv(x, _prepare_kernel(kernel, self.demodulate, x.dtype),
-                         self.strides, self.padding)
+                         self.strides, self.padding, self.conv_impl)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
     return y
@@ -85,19 +87,21 @@ class ConvTranspose(nn.Module):
 
   Demodulation normalises over the same axes as for `Conv` (all kernel taps and input
   channels of one output channel), as the paper applies Eq. 6 to every "ModConv".
+  `conv_impl` is the convolution formulation, as for `Conv`.
   """
 
   features: int
   kernel_size: int = 3
   strides: int = 2
   demodulate: bool = False
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
     kernel = self.param("kernel", KERNEL_INIT, (k, k, x.shape[-1], self.features))
     y = convolution.conv_transpose(x, _prepare_kernel(kernel, self.demodulate, x.dtype),
-                                   self.strides)
+                                   self.strides, self.conv_impl)
     return y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
 
 

@@ -18,6 +18,8 @@ at the input size, so the network applies to patches and to whole slices of any 
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,16 +36,19 @@ class Conv3x3(nn.Module):
   Attributes:
     features: output channels.
     kernel_init: initialiser of the HWIO kernel.
+    conv_impl: convolution formulation (`convolution.IMPLS`).
   """
 
   features: int
   kernel_init: nn.initializers.Initializer = KERNEL_INIT
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    return convolution.conv(x, kernel.astype(x.dtype), 1, 1) + bias.astype(x.dtype)
+    return (convolution.conv(x, kernel.astype(x.dtype), 1, 1, self.conv_impl)
+            + bias.astype(x.dtype))
 
 
 class ResidualBlock(nn.Module):
@@ -52,12 +57,13 @@ class ResidualBlock(nn.Module):
   features: int
   expansion: int = 1
   residual_scale: float = 1.0
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.relu(Conv3x3(self.features * self.expansion)(x))
+    h = nn.relu(Conv3x3(self.features * self.expansion, conv_impl=self.conv_impl)(x))
     h = Conv3x3(self.features, kernel_init=nn.initializers.variance_scaling(
-        1.0, "fan_in", "truncated_normal"))(h)
+        1.0, "fan_in", "truncated_normal"), conv_impl=self.conv_impl)(h)
     return x + self.residual_scale * h
 
 
@@ -72,6 +78,8 @@ class SRNetwork(nn.Module):
       networks; 1 is fine for small ones).
     dtype: compute dtype of the activations; params stay float32 and the output is
       float32.
+    conv_impl: convolution formulation of every layer (`convolution.IMPLS`; the
+      method passes `convolution.resolve(config.model.conv_impl)`).
   """
 
   features: int = 64
@@ -79,14 +87,16 @@ class SRNetwork(nn.Module):
   expansion: int = 1
   residual_scale: float = 1.0
   dtype: str = "float32"
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    conv = functools.partial(Conv3x3, conv_impl=self.conv_impl)
     x = x.astype(jnp.float32)
-    head = Conv3x3(self.features)(x.astype(self.dtype))
+    head = conv(self.features)(x.astype(self.dtype))
     h = head
     for _ in range(self.num_blocks):
-      h = ResidualBlock(self.features, self.expansion, self.residual_scale)(h)
-    h = Conv3x3(self.features)(h) + head
-    residual = Conv3x3(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
+      h = ResidualBlock(self.features, self.expansion, self.residual_scale, self.conv_impl)(h)
+    h = conv(self.features)(h) + head
+    residual = conv(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
     return x + residual.astype(jnp.float32)
