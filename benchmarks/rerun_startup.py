@@ -82,7 +82,7 @@ def main():
     shift = round_ % len(args.variant)
     for variant in args.variant[shift:] + args.variant[:shift]:
       measure(variant, round_)
-  print(f"\n| variant | re-runs (startup_seconds, in run order) | median | wall median |")
+  print("\n| variant | re-runs (startup_seconds, in run order) | median | wall median |")
   print("|---|---|---:|---:|")
   for name, rows in results.items():
     print(f"| {name} | {', '.join(f'{s:.1f}' for s, _, _ in rows)} s | "
