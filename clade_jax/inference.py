@@ -321,8 +321,8 @@ def run(
       blend, planes, progress); None fields take the run's ``config.eval`` values.
     step: Checkpoint step; default the latest.
     stride, batch_size, mode, blend, planes: Shorthands for the same fields of
-      ``options``, which they override when given (``eval.planes``: SMORE both, else
-      ``'trained'``).
+      ``options``, which they override when given (``eval.planes``: SMORE both; CLADE
+      the planes it trained on, ``data.lr_planes``; else ``'trained'``).
     data_consistency: Project onto the acquired slices; default the run's
       ``eval.data_consistency``.
     volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.
@@ -362,6 +362,8 @@ def run(
     raise checkpointing.CheckpointError(f'{workdir}: no such directory')
   config = checkpointing.load_config(workdir)
   method = method_of(workdir, config)
+  if hasattr(method, 'resolve_config'):  # 'auto' fields of a config.json not from train.py.
+    method.resolve_config(config)
   options = options or SROptions()
   shorthands = dict(stride=stride, batch_size=batch_size, mode=mode, blend=blend,
                     planes=planes)

@@ -74,6 +74,8 @@ def build_data(config, method=None):
   # Callers that skipped `train_and_evaluate`'s resolution: from the volumes at hand.
   profile_estimation.resolve_config(config, [
       volume_lib.Volume(v.scan.acquired, v.scan.acquired_affine, path=v.path) for v in volumes])
+  if hasattr(method, "resolve_config"):  # The method's 'auto' fields, before config.json.
+    method.resolve_config(config)
   return volumes, method.make_source(config, volumes, holdout.held_out(method, volumes))
 
 

@@ -55,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--planes", choices=("trained", "both"),
                       help="super-resolve the trained low-resolution plane, or both "
                            "low-resolution planes combined (twice the time; default "
-                           "eval.planes: both for SMORE, trained for CLADE)")
+                           "eval.planes: both for SMORE; for CLADE those it trained "
+                           "on, data.lr_planes)")
   parser.add_argument("--consistency", action=argparse.BooleanOptionalAction,
                       help="project the output so that re-acquiring it with the slice "
                            "profile (data.slice_profile, data.slice_thickness) gives the "

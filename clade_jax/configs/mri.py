@@ -58,6 +58,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # positions (interpolated slices between them are blurred, not high-resolution);
   # 'all' uses every slice of the interpolated volume.
   config.data.hr_slices = "acquired"
+  # Domain X: 'trained' (slices of the lr_plane only, the paper) or 'both' (also of the
+  # other plane that contains the thick axis, turned to match: the paper's future work).
+  config.data.lr_planes = "trained"
 
   config.model = ml_collections.ConfigDict()
   config.model.generator_norm = "demod"  # 'demod' (CLADE) or 'instance' (CycleGAN).
@@ -91,6 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # cosine that fades each patch out towards its border: no visible patch grid).
   config.eval.blend = "flat"
   config.eval.tta = False  # Average G_X over the 4 flips of each patch (4x the time).
+  # Planes to super-resolve: 'trained' (lr_plane), 'both' (both low-resolution planes,
+  # averaged; twice the time) or 'auto' (those of data.lr_planes).
+  config.eval.planes = "auto"
 
   common.apply_presets(config, SIZES, parts)
   return config

@@ -2,8 +2,11 @@
 CLADE's unpaired patches (domain X from low-resolution-plane slices, Y from high).
 
 Every volume is resampled to isotropic along its thick axis and normalised to [-1, 1].
-Domain X holds the slices of a low-resolution plane (they contain the thick axis);
-domain Y the slices of the high-resolution plane (perpendicular to the thick axis).
+Domain X holds the slices of a low-resolution plane (they contain the thick axis), or
+of both such planes (`lr_planes='both'`), the second one's slices turned so that the
+thick direction lies on the same image axis as in the first one's, as inference turns
+them (`volume_srr.lr_stack`); domain Y the slices of the high-resolution plane
+(perpendicular to the thick axis).
 An epoch draws `patches_per_slice` random patches from every X slice (paper Sec. 4.5),
 each paired with a patch from a random Y slice: the pairs carry no correspondence.
 
@@ -21,9 +24,12 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
+from clade_jax import volume_srr
 from clade_jax.data import foreground
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
+
+LR_PLANES = ("trained", "both")  # Domain X: the trained low-resolution plane, or both.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +105,29 @@ def prepare_volumes(data_config) -> list[PreparedVolume]:
     return [prepare_volume(p, data_config) for p in bar]
 
 
+def x_plane_slices(volume: PreparedVolume, plane: int) -> np.ndarray:
+  """The X slices of one low-resolution plane, ``[S, H, W]`` normalised.
+
+  Args:
+    volume: a prepared volume.
+    plane: 0, the trained plane (``scan.lr_axis``), or 1, the other plane that contains
+      the thick axis; its slices are transposed where needed so that the thick direction
+      lies on the trained plane's image axis, exactly as inference turns them.
+  """
+  axis = volume.scan.lr_axes[plane]
+  if plane == 0:
+    return volume_lib.plane_slices(volume.normalised_isotropic, axis)
+  slices, _ = volume_srr.lr_stack(volume.normalised_isotropic, axis, volume.thick_axis,
+                                  volume_srr.thick_on_rows(volume.scan))
+  return slices
+
+
 class UnpairedPatches:
   """Random-access source of {'x': [P, P, 1], 'y': [P, P, 1]} float32 patch pairs.
 
-  With `simulators` (one `simulated_pairs.Simulator` per volume) each example also
-  holds 'y_lr' and 'y_hr': the Y patch as the thick-slice acquisition would have made
-  it (oriented like the X patches) and the patch itself.
+  With `simulators` each example also holds 'y_lr' and 'y_hr': the Y patch as the
+  thick-slice acquisition would have made it (oriented like the X patches) and the
+  patch itself.
 
   Args:
     volumes: prepared training volumes.
@@ -113,21 +136,37 @@ class UnpairedPatches:
     min_foreground: fraction of a patch that must be foreground.
     background_level: foreground is brighter than this fraction of [-1, 1].
     hr_slices: 'acquired' or 'all' (see configs/mri.py).
-    holdout: X slices (volume index, slice index) kept out of training.
+    holdout: slices (volume index, slice index) of the trained low-resolution plane
+      kept out of training. With both planes, every slice of the other plane crosses
+      such a slice in one line along the thick axis (as Y slices cross it in one line
+      across it): the slice as a whole, the example that is scored, stays unseen.
     seed: base of every sample's random stream.
-    simulators: optional, per volume: add simulated pairs made from the Y patches.
+    simulators: optional, per volume: add simulated pairs made from the Y patches. One
+      `Simulator` per volume, or with `lr_planes='both'` a pair of them, one per
+      low-resolution plane in `lr_axes` order: each example's pair is then made like
+      its X patch's plane (degraded along the in-plane axis that plane shares with Y).
+    lr_planes: 'trained' (X from the trained plane, ``scan.lr_axis``) or 'both' (from
+      both planes that contain the thick axis, ``scan.lr_axes``).
   """
 
   def __init__(self, volumes, *, patch_size=32, patches_per_slice=4, min_foreground=0.3,
                background_level=0.05, hr_slices="acquired", holdout=(), seed=0,
-               simulators=None):
+               simulators=None, lr_planes="trained"):
+    if lr_planes not in LR_PLANES:
+      raise ValueError(
+          f"data.lr_planes must be one of {', '.join(LR_PLANES)}, got {lr_planes!r}")
     self.patch_size = patch_size
     self.simulators = simulators
     self.foreground = foreground.ForegroundPatches(patch_size, min_foreground,
                                                    background_level)
     self.seed = seed
-    self.x_stacks = [volume_lib.plane_slices(v.normalised_isotropic, v.lr_axis)
-                     for v in volumes]
+    # One X stack per (volume, plane): x_stacks[k] holds slices of plane x_planes[k]
+    # (0 trained, 1 the other) of volume x_volumes[k]. With one plane, k is the volume.
+    planes = range(len(LR_PLANES) if lr_planes == "both" else 1)
+    self.x_volumes = [v for v in range(len(volumes)) for _ in planes]
+    self.x_planes = [p for _ in volumes for p in planes]
+    self.x_stacks = [x_plane_slices(volumes[v], p)
+                     for v, p in zip(self.x_volumes, self.x_planes)]
     if hr_slices == "acquired":
       self.y_stacks = [volume_lib.plane_slices(v.normalised_acquired, v.thick_axis)
                        for v in volumes]
@@ -136,7 +175,7 @@ class UnpairedPatches:
                        for v in volumes]
     else:
       raise ValueError(f"data.hr_slices must be 'acquired' or 'all', got {hr_slices!r}")
-    holdout = set(holdout)
+    holdout = {(v * len(planes), s) for v, s in holdout}  # The trained plane's stack.
     self.x_slices = self.foreground.require(
         [s for s in self.foreground.usable_slices(self.x_stacks) if s not in holdout],
         volumes, "slice")
@@ -150,15 +189,18 @@ class UnpairedPatches:
   def sample(self, record: int, index: int) -> dict[str, np.ndarray]:
     """The pair for X record `record` at global sample position `index`."""
     rng = np.random.default_rng([self.seed, index])
-    xv, xs = self.x_slices[record % len(self.x_slices)]
+    xk, xs = self.x_slices[record % len(self.x_slices)]  # X stack, slice.
     yv, ys = self.y_slices[rng.integers(len(self.y_slices))]
-    x = self.foreground.crop(self.x_stacks[xv][xs], rng)
+    x = self.foreground.crop(self.x_stacks[xk][xs], rng)
     image = self.y_stacks[yv][ys]
     r, c = self.foreground.corner(image, rng)
     y = image[r:r + self.patch_size, c:c + self.patch_size]
     example = {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
     if self.simulators is not None:
-      lr, hr = self.simulators[yv].pair(image, r, c, rng)
+      simulator = self.simulators[yv]
+      if isinstance(simulator, (tuple, list)):  # One per plane: like the X patch's.
+        simulator = simulator[self.x_planes[xk]]
+      lr, hr = simulator.pair(image, r, c, rng)
       example.update(y_lr=lr[..., None], y_hr=hr[..., None])
     return example
 

@@ -53,6 +53,10 @@ provides:
       compute on its own device.
   progress_metrics: tuple[str, ...] (optional)
       Metric names shown on the progress bar.
+  resolve_config(config) -> None (optional)
+      Fills the method's 'auto' config fields in place once the training volumes are
+      prepared, before the run's config.json is written, and in a run's config loaded
+      for inference (CLADE: ``eval.planes``).
   config_ranges: {dotted field: config_validation.Range} (optional)
   config_enums: {dotted field: (allowed values, ...)} (optional)
       The method's own config fields (everything its config adds to

@@ -28,6 +28,7 @@ only receives the gradient of its own objective.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -82,6 +83,10 @@ config_enums = {
     "model.dtype": ("float32", "bfloat16"),
     "loss.gan": ("log", "lsgan"),
     "eval.blend": ("flat", "taper"),
+    # Domain X's low-resolution planes, and those inference combines ('auto': the ones
+    # trained on; `resolve_config` writes which into the run's config).
+    "data.lr_planes": patches_lib.LR_PLANES,
+    "eval.planes": ("auto", "trained", "both"),
 }
 # G_X's four flips of a patch: the thick direction stays on its image axis.
 TTA_FLIPS = ((), (1,), (2,), (1, 2))
@@ -100,6 +105,25 @@ def describe(config) -> str:
       or config.loss.get("degradation", 0.0)):
     name = name.replace("CLADE", "CLADE+") if "CLADE" in name else name + "+"
   return name
+
+
+def lr_planes_of(config) -> str:
+  """'trained' or 'both': the low-resolution planes X patches come from."""
+  return config.data.get("lr_planes", "trained")
+
+
+def inference_planes(config) -> str:
+  """The planes inference super-resolves by default: ``eval.planes``, where 'auto'
+  (and a run from before the field) means the planes of training."""
+  planes = config.eval.get("planes", "auto")
+  return lr_planes_of(config) if planes == "auto" else planes
+
+
+def resolve_config(config) -> None:
+  """Writes the planes 'auto' stands for into ``config.eval.planes`` (in place), so the
+  run's saved config, and inference reading it, say which planes are combined."""
+  if config.eval.get("planes") == "auto":
+    config.eval.planes = inference_planes(config)
 
 
 def create_generators(model_config) -> dict[str, nn.Module]:
@@ -139,22 +163,40 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
 
 
 def make_source(config, volumes, holdout) -> patches_lib.UnpairedPatches:
-  """Unpaired X (low-resolution plane) / Y (acquired high-resolution slices) patches,
-  and with `loss.degradation` the Y patches' simulated low-resolution twins."""
+  """Unpaired X (low-resolution plane(s), `data.lr_planes`) / Y (acquired
+  high-resolution slices) patches, and with `loss.degradation` the Y patches' simulated
+  low-resolution twins: degraded along the in-plane axis each X patch's plane shares
+  with Y, so the paired loss sees what G_X is given."""
   data = config.data
+  lr_planes = lr_planes_of(config)
   simulators = None
   if config.loss.get("degradation", 0.0):
-    simulators = [make_simulator(v, data) for v in volumes]
+    if lr_planes == "both":
+      simulators = [tuple(make_simulator(v, data, axis) for axis in v.scan.lr_axes)
+                    for v in volumes]
+    else:
+      simulators = [make_simulator(v, data) for v in volumes]
   return patches_lib.UnpairedPatches(
       volumes, patch_size=data.patch_size, patches_per_slice=data.patches_per_slice,
       min_foreground=data.min_foreground, background_level=data.background_level,
-      hr_slices=data.hr_slices, holdout=holdout, seed=config.seed, simulators=simulators)
+      hr_slices=data.hr_slices, holdout=holdout, seed=config.seed, simulators=simulators,
+      lr_planes=lr_planes)
 
 
-def make_simulator(volume: patches_lib.PreparedVolume, data_config) -> simulated_pairs.Simulator:
-  """How a volume's Y patches become X-like: its slice spacing, profile and orientation."""
+def make_simulator(volume: patches_lib.PreparedVolume, data_config,
+                   lr_axis: int | None = None) -> simulated_pairs.Simulator:
+  """How a volume's Y patches become X-like: its slice spacing, profile and orientation.
+
+  Args:
+    volume: the prepared volume.
+    data_config: the run's ``config.data`` (slice profile and thickness).
+    lr_axis: the slicing axis of the low-resolution plane to imitate; default the
+      trained one. Either way the thick direction goes where the trained plane's X
+      slices have it (`patches.x_plane_slices` turns the other plane's the same way).
+  """
   scan = volume.scan
-  thick, lr_axis = scan.thick_axis, scan.lr_axis
+  thick = scan.thick_axis
+  lr_axis = scan.lr_axis if lr_axis is None else lr_axis
   source = volume_lib.load_volume(volume.path, **patches_lib.load_options(data_config))
   acquired = float(volume_lib.voxel_spacing(source.affine)[thick])
   fine = float(volume_lib.voxel_spacing(scan.affine)[thick])
@@ -162,7 +204,7 @@ def make_simulator(volume: patches_lib.PreparedVolume, data_config) -> simulated
   # Y slices span the axes other than the thick one; the one they share with the X
   # plane is degraded, and put where X slices have their thick direction.
   degraded = [a for a in range(3) if a != thick].index(lr_axis)
-  x_thick = [a for a in range(3) if a != lr_axis].index(thick)
+  x_thick = [a for a in range(3) if a != scan.lr_axis].index(thick)
   return simulated_pairs.Simulator(
       patch_size=data_config.patch_size, factor=acquired / fine, thickness_vox=thickness / fine,
       profile=data_config.get("slice_profile", "gaussian"), degraded_axis=degraded,
@@ -309,7 +351,10 @@ def generator_apply_fn(model_config, tta: bool = False):
 
 
 def super_resolve(params, config, prepared, options: volume_srr.SROptions):
-  """Every slice of the low-resolution plane(s) through G_X (paper Sec. 4.6)."""
+  """Every slice of the low-resolution plane(s) through G_X (paper Sec. 4.6); both
+  planes averaged by default when trained on both (`inference_planes`)."""
+  if options.planes is None and options.lr_slices is None:  # 'auto' before resolve.
+    options = dataclasses.replace(options, planes=inference_planes(config))
   options = options.resolve(config)
   apply_fn = generator_apply_fn(config.model, config.eval.get("tta", False))
   window = options.window(config.data.patch_size, SIZE_MULTIPLE)
