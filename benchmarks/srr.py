@@ -118,16 +118,13 @@ def patches_per_slice(shape, patch, stride):
   return len(srr.patch_starts(h, patch, stride)) * len(srr.patch_starts(w, patch, stride))
 
 
-def time_row(apply_fn, params, slices, *, patch, stride, batch_size, chunk, mode):
-  """(seconds, compile seconds, XLA bytes, peak RSS bytes, output) for one setting."""
-  chunk = min(chunk, len(slices))
+def time_row(apply_fn, params, slices, window: srr.Window):
+  """(seconds, compile seconds, XLA bytes, peak RSS bytes, output) for one window."""
+  start = time.perf_counter()
   # Exactly the static arguments `reconstruct_slices` passes (mesh included), so
   # that its jitted call finds the program compiled here.
-  window = srr.Window(patch_size=patch, stride=stride or 1, batch_size=batch_size,
-                      slices_per_chunk=chunk, mode=mode, size_multiple=clade.SIZE_MULTIPLE)
-  start = time.perf_counter()
-  compiled = srr.reconstruct_chunk.lower(params, slices[:chunk], apply_fn=apply_fn,
-                                         window=window, mesh=None).compile()
+  compiled = srr.reconstruct_chunk.lower(params, slices[:window.slices_per_chunk],
+                                         apply_fn=apply_fn, window=window, mesh=None).compile()
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   xla_bytes = None
@@ -176,6 +173,12 @@ def main(argv=None):
   apply_fn = clade.generator_apply_fn(config.model)
   device = jax.devices()[0]
 
+  def window(stride):
+    """The sliding window at `stride`; whole slices for None."""
+    return srr.Window(patch_size=patch, stride=stride or 1, batch_size=args.batch_size,
+                      slices_per_chunk=min(args.slices_per_chunk, n),
+                      mode="patch" if stride else "full", size_multiple=clade.SIZE_MULTIPLE)
+
   print(f"input: {args.input}, isotropic {prepared.isotropic.shape}, {total} slices of "
         f"{stack.shape[1]}x{stack.shape[2]} px in the low-resolution plane")
   print(f"model: {model}; patch {patch}, {args.batch_size} patches per generator call, "
@@ -188,18 +191,15 @@ def main(argv=None):
   print(f"timing {timed}; process RSS before the first row "
         f"{psutil.Process().memory_info().rss / 2**20:.0f} MB\n")
 
-  rows = [(s, "patch") for s in (int(x) for x in args.strides.split(",") if x)]
-  if args.full:
-    rows.append((None, "full"))
+  rows = [int(x) for x in args.strides.split(",") if x] + ([None] if args.full else [])
   header = (f"{'stride':>8} {'patches/slice':>13} {'patches/s':>10} {'s/volume':>9} "
             f"{'compile s':>9} {'XLA peak MB':>11} {'peak RSS MB':>11}")
   print(header)
   print("-" * len(header))
   outputs, seconds_at = {}, {}
-  for stride, mode in rows:
-    seconds, compile_s, xla_bytes, rss, out = time_row(
-        apply_fn, params, slices, patch=patch, stride=stride, batch_size=args.batch_size,
-        chunk=args.slices_per_chunk, mode=mode)
+  for stride in rows:
+    seconds, compile_s, xla_bytes, rss, out = time_row(apply_fn, params, slices,
+                                                       window(stride))
     outputs[stride] = out
     seconds_at[stride] = seconds
     per_slice = patches_per_slice(slices.shape[1:], patch, stride)
@@ -214,15 +214,11 @@ def main(argv=None):
 
   stride = args.overhead_stride
   identity = lambda p, x: x  # noqa: E731
-  ident_s, *_ = time_row(identity, None, slices, patch=patch, stride=stride,
-                         batch_size=args.batch_size, chunk=args.slices_per_chunk,
-                         mode="patch")
+  ident_s, *_ = time_row(identity, None, slices, window(stride))
   if stride in seconds_at:
     gen_s = seconds_at[stride]
   else:
-    gen_s, *_ = time_row(apply_fn, params, slices, patch=patch, stride=stride,
-                         batch_size=args.batch_size, chunk=args.slices_per_chunk,
-                         mode="patch")
+    gen_s, *_ = time_row(apply_fn, params, slices, window(stride))
   print(f"\nsliding-window overhead at stride {stride} (extract + scatter-add + normalise, "
         f"identity generator): {1e3 * ident_s:.1f} ms vs {gen_s:.2f} s with the generator "
         f"({100 * ident_s / gen_s:.2f}%) for {n} slices")
@@ -230,13 +226,9 @@ def main(argv=None):
   if args.compare_modes:
     stride = config.eval.stride
     if stride not in outputs:
-      outputs[stride] = time_row(apply_fn, params, slices, patch=patch, stride=stride,
-                                 batch_size=args.batch_size, chunk=args.slices_per_chunk,
-                                 mode="patch")[-1]
+      outputs[stride] = time_row(apply_fn, params, slices, window(stride))[-1]
     if None not in outputs:
-      outputs[None] = time_row(apply_fn, params, slices, patch=patch, stride=None,
-                               batch_size=args.batch_size, chunk=args.slices_per_chunk,
-                               mode="full")[-1]
+      outputs[None] = time_row(apply_fn, params, slices, window(None))[-1]
     a, b = outputs[stride], outputs[None]
     foreground = slices > -1.0 + 2.0 * config.data.background_level
     diff = np.abs(a - b)

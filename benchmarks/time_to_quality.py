@@ -44,11 +44,12 @@ def run_scan(spec: str, overrides: dict, lr_path: str, output: str, workdir: str
   """Trains `spec` on one scan and super-resolves it; returns the seconds of each part."""
   import common  # noqa: PLC0415 (experiments/common.py; imports JAX)
   from clade_jax import inference  # noqa: PLC0415
+  from clade_jax.volume_srr import SROptions  # noqa: PLC0415
   config = common.load_config(spec, overrides, tiny=tiny)
   inputs = {"train": lr_path, "profile": overrides.get("data.slice_profile", "gaussian")}
   train_seconds = common.train(config, workdir, inputs)
-  result = inference.run(workdir, lr_path, output, figure=False, progress=False,
-                         overwrite=True)
+  result = inference.run(workdir, lr_path, output, options=SROptions(progress=False),
+                         figure=False, overwrite=True)
   return {"train_s": train_seconds, "infer_s": result.seconds}
 
 

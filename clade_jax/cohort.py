@@ -338,10 +338,12 @@ def _infer_into(row: Row, scan: scans_lib.Scan, workdir: str, nifti: str, profil
                 started: float) -> None:
   """Super-resolves `nifti` with the trained `workdir`, fills `row`, marks it done."""
   from clade_jax import inference  # pylint: disable=g-import-not-at-top
+  from clade_jax import volume_srr  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   os.makedirs(os.path.dirname(os.path.abspath(scan.output)), exist_ok=True)
   result = inference.run(workdir, nifti, scan.output, overwrite=True,
-                         progress=options.progress, report=options.report)
+                         options=volume_srr.SROptions(progress=options.progress),
+                         report=options.report)
   infer_s = time.perf_counter() - start
   _update_sidecar(scan.output, {"source": os.path.abspath(scan.source),
                                 "method": options.method, "budget": options.budget,

@@ -184,8 +184,7 @@ def check(method, params, volumes, config, workdir, truth: Truth | None = None,
   output = super_resolve_slices(method, params, config, scan, [s])
   if not distributed.is_main():  # Every process reconstructs; process 0 reports.
     return {}
-  how = volume_srr.SROptions().with_defaults(config.eval)
-  how = "whole slices" if how.mode == "full" else f"stride {how.stride}"
+  how = volume_srr.SROptions().with_defaults(config.eval).describe()
   name = f"{method.describe(config)} ({how})"
   rows = {"cubic spline": cubic, name: output}
   shown = ["cubic spline", name]  # The figure: the input and what inference writes.

@@ -57,9 +57,7 @@ class Result:
   shape: tuple[int, ...]
   spacing: tuple[float, ...]
   step: int
-  stride: int
-  mode: str
-  planes: str
+  options: SROptions  # As used: resolved against the run's config (`SROptions.resolve`).
   method: str
   seconds: float
   residual_before: dict[str, float] | None  # `consistency.residual` of the method's output
@@ -290,13 +288,8 @@ def run(
     input_path: str,
     output_path: str,
     *,
-    options: SROptions | None = None,
+    options: SROptions = SROptions(),
     step: int | None = None,
-    stride: int | None = None,
-    batch_size: int | None = None,
-    mode: str | None = None,
-    blend: str | None = None,
-    planes: str | None = None,
     data_consistency: bool | None = None,
     volume_index: int | None = None,
     complex_mode: str | None = None,
@@ -306,7 +299,6 @@ def run(
     report: bool = False,
     qc_maps: bool = False,
     truth: str | None = None,
-    progress: bool = True,
 ) -> Result:
   """Super-resolves ``input_path`` into ``output_path`` (and a comparison PNG).
 
@@ -318,11 +310,10 @@ def run(
     input_path: Anisotropic NIfTI volume.
     output_path: Where to write the float32 isotropic NIfTI; never the input.
     options: How to super-resolve (`volume_srr.SROptions`: stride, batch size, mode,
-      blend, planes, progress); None fields take the run's ``config.eval`` values.
-    step: Checkpoint step; default the latest.
-    stride, batch_size, mode, blend, planes: Shorthands for the same fields of
-      ``options``, which they override when given (``eval.planes``: SMORE both; CLADE
+      blend, planes, progress bar), e.g. ``SROptions(stride=6, blend='taper')``; None
+      fields take the run's ``config.eval`` values (``eval.planes``: SMORE both; CLADE
       the planes it trained on, ``data.lr_planes``; else ``'trained'``).
+    step: Checkpoint step; default the latest.
     data_consistency: Project onto the acquired slices; default the run's
       ``eval.data_consistency``.
     volume_index: Which volume of a 4D file; default the run's ``data.volume_index``.
@@ -339,7 +330,6 @@ def run(
     truth: An isotropic truth of the scan (a simulation's) whose grid contains the
       output's voxel centres: PSNR/SSIM of the output and of the cubic spline go to
       the sidecar (``inference.truth``), the report and `Result.truth_metrics`.
-    progress: Show a progress bar over slices (False overrides ``options.progress``).
 
   Returns:
     A `Result`.
@@ -364,12 +354,6 @@ def run(
   method = method_of(workdir, config)
   if hasattr(method, 'resolve_config'):  # 'auto' fields of a config.json not from train.py.
     method.resolve_config(config)
-  options = options or SROptions()
-  shorthands = dict(stride=stride, batch_size=batch_size, mode=mode, blend=blend,
-                    planes=planes)
-  options = dataclasses.replace(
-      options, progress=options.progress and progress,
-      **{field: value for field, value in shorthands.items() if value is not None})
   try:
     options = options.resolve(config)  # Checked before anything is read or compiled.
   except OptionsError as e:
@@ -390,7 +374,6 @@ def run(
 
   output, (before, after) = _super_resolve_prepared(source, prepared, params, config,
                                                     options, data_consistency, outside)
-  planes = options.planes
   label = method.describe(config)
   info = provenance.collect(config)
   ranges = intensity.report(source.data, output, prepared.normalizer)
@@ -417,11 +400,10 @@ def run(
   figure_file = None
   if figure and write:
     figure_file = figure_path(output_path)
-    how = 'whole slices' if options.mode == 'full' else f'stride {options.stride}'
     write_comparison_figure(
         source, prepared, output, figure_file, label=label,
-        title=f'{os.path.basename(input_path)}: {label}, step {step} ({how}, '
-              f'{planes} plane{"s" if planes == "both" else ""})')
+        title=f'{os.path.basename(input_path)}: {label}, step {step} ({options.describe()}, '
+              f'{options.planes} plane{"s" if options.planes == "both" else ""})')
   map_files = None
   if qc_maps and write:
     map_files = write_qc_maps(source, prepared, output, output_path, config.data)
@@ -437,7 +419,7 @@ def run(
   return Result(
       output=output_path, figure=figure_file, shape=output.shape,
       spacing=tuple(float(s) for s in volume_lib.voxel_spacing(prepared.affine)),
-      step=step, stride=options.stride, mode=options.mode, planes=planes, method=label,
+      step=step, options=options, method=label,
       seconds=time.perf_counter() - start, residual_before=before, residual_after=after,
       intensity=ranges, report=report_file, qc_maps=map_files, truth_metrics=scores)
 

@@ -400,38 +400,33 @@ def _check_output(outputs: jax.Array, expected_shape) -> None:
 
 
 def _reconstruct_patch_mode(
-    apply_fn: ApplyFn,
-    params: Any,
-    slices: jax.Array,
-    patch_size: int,
-    stride: int,
-    patches_per_batch: int,
-    blend: Blend = 'flat',
+    apply_fn: ApplyFn, params: Any, slices: jax.Array, window: Window
 ) -> jax.Array:
   """Sliding-window reconstruction of ``[S, H, W]`` slices (traced in jit)."""
   num_slices, height, width = slices.shape
+  patch_size = window.patch_size
   # Slices smaller than a patch are padded up to it and cropped back at the
   # end, so the generator always sees patch-sized inputs, as in training.
   padded_height, padded_width = max(height, patch_size), max(width, patch_size)
   padded = _pad_end(slices, padded_height, padded_width)
 
-  starts_r = patch_starts(padded_height, patch_size, stride)
-  starts_c = patch_starts(padded_width, patch_size, stride)
+  starts_r = patch_starts(padded_height, patch_size, window.stride)
+  starts_c = patch_starts(padded_width, patch_size, window.stride)
   rows, cols = _grid_corners(starts_r, starts_c)
   patches_per_slice = rows.size
   # Patches of all slices in the chunk are flattened into one list, so the
-  # generator batch is `patches_per_batch` whatever the number of slices.
+  # generator batch is at most `window.batch_size` whatever the number of slices.
   # Spreading them evenly over the batches keeps the padding below one
   # patch per batch instead of up to a whole batch.
   num_patches = num_slices * patches_per_slice
-  num_batches = -(-num_patches // patches_per_batch)
+  num_batches = -(-num_patches // window.batch_size)
   batch_size = -(-num_patches // num_batches)
   rows, cols = jnp.asarray(rows), jnp.asarray(cols)
   # The flat average multiplies by nothing, so it stays the paper's arithmetic.
-  window = None
-  if blend != 'flat':
-    window_1d = blend_window(patch_size, blend)
-    window = jnp.asarray(np.outer(window_1d, window_1d), jnp.float32)
+  weights = None
+  if window.blend != 'flat':
+    weights_1d = blend_window(patch_size, window.blend)
+    weights = jnp.asarray(np.outer(weights_1d, weights_1d), jnp.float32)
 
   def add_batch(accumulator, batch_index):
     item = batch_index * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
@@ -447,8 +442,8 @@ def _reconstruct_patch_mode(
     _check_output(outputs, patches.shape)
     outputs = outputs.reshape(batch_size, 1, patch_size, patch_size)
     outputs = outputs.astype(jnp.float32)
-    if window is not None:
-      outputs = outputs * window
+    if weights is not None:
+      outputs = outputs * weights
     return _scatter_add(accumulator, starts, outputs), None
 
   # zeros_like, not zeros: under shard_map it inherits the mesh axes the
@@ -459,17 +454,18 @@ def _reconstruct_patch_mode(
   # Coverage is separable, so build it from the two per-axis counts on
   # device rather than embedding an H x W constant in the program.
   rows_total, cols_total = _per_axis_normaliser(
-      (padded_height, padded_width), starts_r, starts_c, patch_size, blend)
+      (padded_height, padded_width), starts_r, starts_c, patch_size, window.blend)
   pixel_coverage = (jnp.asarray(rows_total, jnp.float32)[:, None]
                     * jnp.asarray(cols_total, jnp.float32)[None, :])
   return (accumulator / pixel_coverage)[:, :height, :width]
 
 
 def _reconstruct_full_mode(
-    apply_fn: ApplyFn, params: Any, slices: jax.Array, size_multiple: int
+    apply_fn: ApplyFn, params: Any, slices: jax.Array, window: Window
 ) -> jax.Array:
   """Whole-slice network pass on ``[S, H, W]`` slices (traced in jit)."""
   _, height, width = slices.shape
+  size_multiple = window.size_multiple
   padded = _pad_end(
       slices,
       -(-height // size_multiple) * size_multiple,
@@ -512,13 +508,9 @@ def reconstruct_chunk(
   Returns:
     float32 ``[S, H, W]`` reconstructed slices.
   """
-  if window.mode == 'patch':
-    reconstruct = functools.partial(
-        _reconstruct_patch_mode, apply_fn, patch_size=window.patch_size,
-        stride=window.stride, patches_per_batch=window.batch_size, blend=window.blend)
-  else:
-    reconstruct = functools.partial(
-        _reconstruct_full_mode, apply_fn, size_multiple=window.size_multiple)
+  reconstruct = functools.partial(
+      _reconstruct_patch_mode if window.mode == 'patch' else _reconstruct_full_mode,
+      apply_fn, window=window)
 
   slices = jnp.asarray(slices, jnp.float32)
   if slices.ndim != 3:

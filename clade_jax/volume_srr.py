@@ -102,6 +102,10 @@ class SROptions:
       raise OptionsError(f'{name(e.field)} {e.requirement}') from None
     return filled
 
+  def describe(self) -> str:
+    """'whole slices' or 'stride N' (of options filled by `resolve`), for titles and logs."""
+    return 'whole slices' if self.mode == 'full' else f'stride {self.stride}'
+
   def window(self, patch_size: int, size_multiple: int = 1) -> srr.Window:
     """The sliding window of these options (filled by `resolve`) for a network.
 

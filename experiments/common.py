@@ -8,6 +8,7 @@ our own CLIs in subprocesses, so one Python process holds the compiled functions
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -20,6 +21,7 @@ sys.path.insert(0, ROOT)
 from clade_jax import atomic, baselines, checkpointing, evaluation, inference  # noqa: E402
 from clade_jax import train as train_lib  # noqa: E402
 from clade_jax.data.volume import find_thick_axis, load_volume, save_volume  # noqa: E402
+from clade_jax.volume_srr import SROptions  # noqa: E402
 
 GROUND_TRUTH = os.path.join(ROOT, "experiments", "ground_truth")
 ROIS = os.path.join(GROUND_TRUTH, "mni152_rois.json")
@@ -156,19 +158,23 @@ def upsample_missing(lr_paths, out_dir: str, method: str,
       save_volume(out, up.data, up.affine)
 
 
-def super_resolve_all(run_dir: str, inputs: dict[str, str], out_dir: str, **options) -> float:
+def super_resolve_all(run_dir: str, inputs: dict[str, str], out_dir: str,
+                      options: SROptions = SROptions(), step: int | None = None) -> float:
   """`inference.run` on every input (same file names); mean seconds per volume.
 
   `inputs["files"]` are names in `inputs["lr"]`, or paths. Existing outputs are kept
-  (re-running an experiment resumes it), and not timed.
+  (re-running an experiment resumes it), and not timed. `options` as for `inference.run`,
+  without its progress bar (an experiment prints a line per run); `step`: the checkpoint,
+  default the latest.
   """
+  options = dataclasses.replace(options, progress=False)
   seconds, lr_dir = [], inputs["lr"]
   for file in inputs["files"]:
     out = os.path.join(out_dir, os.path.basename(file))
     if os.path.exists(out):
       continue
-    result = inference.run(run_dir, os.path.join(lr_dir, file), out, figure=False,
-                           progress=False, **options)
+    result = inference.run(run_dir, os.path.join(lr_dir, file), out, options=options,
+                           step=step, figure=False)
     seconds.append(result.seconds)
   return sum(seconds) / len(seconds) if seconds else float("nan")
 

@@ -350,8 +350,8 @@ def test_train_resume_and_infer_to_nifti(data_root, tmp_path):
   scan = str(tmp_path / "scan.nii.gz")
   nib.save(nib.Nifti1Image(data, affine), scan)
   output = str(tmp_path / "scan_ae.nii.gz")
-  result = inference.run(resumed, scan, output, progress=False, figure=False,
-                         data_consistency=True)
+  result = inference.run(resumed, scan, output, options=SROptions(progress=False),
+                         figure=False, data_consistency=True)
   assert result.method == "AE interpolation" and result.step == 4
   image = nib.load(output)
   shape, iso_affine, _ = volume_lib.isotropic_geometry(data.shape, affine, 1)

@@ -392,12 +392,14 @@ def test_cli_flags_reach_the_method_as_one_resolved_options_object(
   with open(inference.provenance_path(output)) as f:
     recorded = json.load(f)["inference"]["options"]
   assert (recorded["stride"], recorded["blend"], recorded["mode"]) == (6, "taper", "patch")
-  # The Python keywords are shorthands for the same fields, overriding `options`.
-  result = inference.run(workdir, scan[0], output, options=SROptions(stride=6, blend="taper"),
-                         stride=4, overwrite=True, figure=False, progress=False)
+  # From Python the same object; the fields left None take the run's config.eval, and
+  # the result carries the options resolved.
+  result = inference.run(workdir, scan[0], output,
+                         options=SROptions(stride=4, blend="taper", progress=False),
+                         overwrite=True, figure=False)
   assert seen[-1] == SROptions(stride=4, mode="patch", blend="taper", batch_size=64,
                                planes="trained", progress=False)
-  assert result.stride == 4
+  assert result.options == seen[-1]
 
 
 def test_a_bad_option_is_named_by_its_flag_or_its_config_field(workdir, scan, tmp_path):

@@ -214,10 +214,10 @@ def test_a_tiny_run_on_both_planes_trains_and_super_resolves_both(data_root, tmp
   assert os.path.exists(os.path.join(workdir, "holdout_sr.png"))
   scan = os.path.join(str(data_root), "a.nii.gz")
   both = inference.run(workdir, scan, str(tmp_path / "both.nii.gz"), figure=False,
-                       progress=False)
-  one = inference.run(workdir, scan, str(tmp_path / "one.nii.gz"), planes="trained",
-                      figure=False, progress=False)
-  assert (both.planes, one.planes) == ("both", "trained")
+                       options=volume_srr.SROptions(progress=False))
+  one = inference.run(workdir, scan, str(tmp_path / "one.nii.gz"), figure=False,
+                      options=volume_srr.SROptions(planes="trained", progress=False))
+  assert (both.options.planes, one.options.planes) == ("both", "trained")
   a, b = (volume_lib.load_volume(r.output).data for r in (both, one))
   assert a.shape == b.shape == (40, 40, 37)
   assert np.all(np.isfinite(a)) and not np.array_equal(a, b)

@@ -142,7 +142,8 @@ def test_a_method_registered_in_a_test_trains_resumes_and_super_resolves(toy_con
   # Shared inference: the output is the prepared input scaled in normalised units.
   scan = phantoms.thick_slice_volume(tmp_path / "scan.nii.gz", seed=3)
   output = str(tmp_path / "out.nii.gz")
-  result = inference.run(resumed, scan, output, progress=False, figure=True)
+  result = inference.run(resumed, scan, output, options=volume_srr.SROptions(progress=False),
+                         figure=True)
   assert result.method == "Toy" and result.step == 6
   source = volume_lib.load_volume(scan)
   prepared = preprocess.prepare_input(source.data, source.affine, toy_config.data)

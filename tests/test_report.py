@@ -24,6 +24,7 @@ from clade_jax import report
 from clade_jax.data import consistency
 from clade_jax.data import preprocess
 from clade_jax.data import volume as volume_lib
+from clade_jax.volume_srr import SROptions
 from tests import phantoms
 from tests import test_inference
 
@@ -58,8 +59,8 @@ def stub_run(workdir, tmp_path_factory):
   real_of = inference.methods.of
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(inference.methods, "of", lambda config: _AddsABox(real_of(config)))
-    result = inference.run(workdir, scan, str(root / "scan_sr.nii.gz"), report=True,
-                           qc_maps=True, progress=False)
+    result = inference.run(workdir, scan, str(root / "scan_sr.nii.gz"),
+                           options=SROptions(progress=False), report=True, qc_maps=True)
   return result, scan, str(root / "scan_sr.nii.gz")
 
 

@@ -302,9 +302,9 @@ def test_train_resume_infer_end_to_end(data_root, tmp_path):
 
   scan, data, affine = oblique_scan(tmp_path / "scan.nii.gz")
   out = str(tmp_path / "scan_smore.nii.gz")
-  result = inference.run(resumed, scan, out, figure=False, progress=False,
-                         data_consistency=True)
-  assert result.method == "SMORE" and result.planes == "both" and result.step == 6
+  result = inference.run(resumed, scan, out, options=volume_srr.SROptions(progress=False),
+                         figure=False, data_consistency=True)
+  assert result.method == "SMORE" and result.options.planes == "both" and result.step == 6
   # Within the acquired range (`consistency.project_within`): the phantom's slices are
   # samples, not Gaussian averages, so a zero slice whose profile reaches the bright
   # body next to it cannot be matched in range (1.2 % of the range, rms, is left
@@ -343,7 +343,8 @@ def test_train_resume_infer_end_to_end(data_root, tmp_path):
   mngr.wait_until_finished()
   mngr.close()
   clade_out = str(tmp_path / "scan_clade.nii.gz")
-  inference.run(clade_dir, scan, clade_out, mode="full", figure=False, progress=False)
+  inference.run(clade_dir, scan, clade_out,
+                options=volume_srr.SROptions(mode="full", progress=False), figure=False)
   reference = nib.load(clade_out)
   assert reference.shape == image.shape
   for field in ("qform_code", "sform_code", "pixdim", "quatern_b", "quatern_c", "quatern_d",

@@ -181,6 +181,12 @@ def test_resolve_names_the_flag_or_config_field_of_a_bad_value(options, run, mes
   assert "\n" not in str(error.value)
 
 
+def test_options_describe_how_the_slices_were_cut():
+  run = _run_config()
+  assert volume_srr.SROptions(stride=6).resolve(run).describe() == "stride 6"
+  assert volume_srr.SROptions(mode="full").resolve(run).describe() == "whole slices"
+
+
 def test_a_whole_slice_run_without_a_stride_still_resolves():
   import ml_collections  # pylint: disable=g-import-not-at-top
   run = ml_collections.ConfigDict({"data": {"patch_size": 8},

@@ -29,4 +29,7 @@ done
 python infer.py --workdir $runs/clade --input $data/b.nii.gz --output $out/sr/clade_flags.nii.gz --stride 4 --batch-size 7 --planes both --consistency --no-progress --no-figure --overwrite > $out/sr/clade_flags.log 2>&1
 python infer.py --workdir $runs/smore --input $data/b.nii.gz --output $out/sr/smore_patch.nii.gz --mode patch --stride 4 --no-progress --no-figure --overwrite > $out/sr/smore_patch.log 2>&1
 python infer.py --workdir $runs/clade_plus --input $data/a.nii.gz --output $out/sr/clade_plus_clip.nii.gz --outside-window clip --no-consistency --no-progress --no-figure --overwrite > $out/sr/clade_plus_clip.log 2>&1
+python infer.py --workdir $runs/clade --input $data/b.nii.gz --output $out/sr/clade_taper.nii.gz --stride 5 --blend taper --no-progress --no-figure --overwrite > $out/sr/clade_taper.log 2>&1
+python infer.py --workdir $runs/clade --input $data/b.nii.gz --output $out/sr/clade_full.nii.gz --mode full --no-progress --no-figure --overwrite > $out/sr/clade_full.log 2>&1
+python infer.py --workdir $runs/smore --input $data/b.nii.gz --output $out/sr/smore_patch_taper.nii.gz --mode patch --stride 4 --blend taper --planes both --no-progress --no-figure --overwrite > $out/sr/smore_patch_taper.log 2>&1
 echo done

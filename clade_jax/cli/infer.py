@@ -158,9 +158,9 @@ def main(argv=None) -> int:
     return 0  # Process 0 wrote the output and reports it.
   shape = "x".join(map(str, result.shape))
   spacing = "x".join(f"{s:g}" for s in result.spacing)
-  how = "whole slices" if result.mode == "full" else f"stride {result.stride}"
   print(f"wrote {result.output} ({shape} voxels of {spacing} mm; {result.method} step "
-        f"{result.step}, {how}, {result.planes} plane(s)) in {result.seconds:.1f} s")
+        f"{result.step}, {result.options.describe()}, {result.options.planes} plane(s)) in "
+        f"{result.seconds:.1f} s")
   if result.intensity is not None:
     print(intensity_line(result.intensity))
   if result.residual_before is not None:

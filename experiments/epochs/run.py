@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 import common  # noqa: E402
 
 from clade_jax import checkpointing  # noqa: E402
+from clade_jax.volume_srr import SROptions  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,8 +36,8 @@ def main(argv=None) -> int:
   methods = {"cubic": inputs["cubic"]}
   for step in steps:
     methods[f"step_{step}"] = os.path.join(args.out, f"step_{step}")
-    common.super_resolve_all(args.run, inputs, methods[f"step_{step}"], step=step,
-                             stride=args.stride)
+    common.super_resolve_all(args.run, inputs, methods[f"step_{step}"],
+                             SROptions(stride=args.stride), step=step)
     print(f"step {step}: super-resolved", flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        tiny=args.tiny)

@@ -22,6 +22,8 @@ import pandas as pd
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
+from clade_jax.volume_srr import SROptions  # noqa: E402
+
 
 PAPER_GRID = list(itertools.product((0.1, 1.0, 10.0), (0.0, 1.0, 10.0), (1.0, 5.0, 10.0)))
 
@@ -54,7 +56,7 @@ def main(argv=None) -> int:
     run = os.path.join(args.out, "runs", name)
     seconds[name] = common.train(config, run, inputs)
     methods[name] = os.path.join(args.out, name)
-    common.super_resolve_all(run, inputs, methods[name], stride=args.stride)
+    common.super_resolve_all(run, inputs, methods[name], SROptions(stride=args.stride))
     print(f"{name}: trained in {seconds[name]:.0f} s", flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        tiny=args.tiny)

@@ -15,6 +15,8 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 import common  # noqa: E402
 
+from clade_jax.volume_srr import SROptions  # noqa: E402
+
 
 
 def main(argv=None) -> int:
@@ -29,11 +31,11 @@ def main(argv=None) -> int:
   inputs = common.protocol_inputs(args.protocol, args.profile, noise=args.noise,
                                   phases=args.phases, tiny=args.tiny)
   methods, seconds = {"cubic": inputs["cubic"]}, {}
-  settings = [(f"stride_{s}", {"stride": s, "mode": "patch"}) for s in args.strides]
-  settings += [("full_slice", {"mode": "full"})] if args.full else []
+  settings = [(f"stride_{s}", SROptions(stride=s, mode="patch")) for s in args.strides]
+  settings += [("full_slice", SROptions(mode="full"))] if args.full else []
   for name, options in settings:
     methods[name] = os.path.join(args.out, name)
-    seconds[name] = common.super_resolve_all(args.run, inputs, methods[name], **options)
+    seconds[name] = common.super_resolve_all(args.run, inputs, methods[name], options)
     print(f"{name}: {seconds[name]:.1f} s per volume", flush=True)
   table = common.score(methods, os.path.join(args.out, "eval"), inputs["truth"],
                        tiny=args.tiny)
