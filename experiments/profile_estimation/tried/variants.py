@@ -8,8 +8,9 @@ then, from the repository root,
 
 prints, per template (0: whole, 125: cut to 125 L-R voxels), how many thicknesses are
 within 10 % and families right, each case's error, and with `e2e` the estimate on the
-end-to-end check's file (runs/sr_default/..., path below). The acquisitions are cached
-(float32) under /tmp/est2.
+end-to-end check's file (written by sr_default.sh:
+runs/sr_default/rect3of4/ground_truth/rect/lr/mni152_phase0.nii.gz, or $E2E_FILE).
+The acquisitions are cached (float32) under /tmp/est2.
 """
 import os, sys, time, json, importlib
 sys.path.insert(0, os.getcwd())
@@ -51,7 +52,7 @@ def main():
   if "e2e" in sys.argv:
     import nibabel as nib
     from clade_jax.data.volume import voxel_spacing
-    img = nib.load("/work/main/runs/sr_default/rect3of4/ground_truth/rect/lr/mni152_phase0.nii.gz")
+    img = nib.load(os.environ.get("E2E_FILE", "runs/sr_default/rect3of4/ground_truth/rect/lr/mni152_phase0.nii.gz"))
     sp = voxel_spacing(img.affine); ax = int(np.argmax(sp))
     e = pe.estimate_profile(np.asarray(img.dataobj, np.float64), sp, ax, **kw)
     print("e2e", e.profile, round(e.thickness_mm, 3), sp, ax)
