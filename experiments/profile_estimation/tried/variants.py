@@ -12,7 +12,10 @@ end-to-end check's file (written by sr_default.sh:
 runs/sr_default/rect3of4/ground_truth/rect/lr/mni152_phase0.nii.gz, or $E2E_FILE).
 The acquisitions are cached (float32) under /tmp/est2.
 """
-import os, sys, time, json, importlib
+import json
+import os
+import sys
+import time
 sys.path.insert(0, os.getcwd())
 sys.path.insert(0, os.path.join(os.getcwd(), "experiments/profile_estimation"))
 os.makedirs("/tmp/est2", exist_ok=True)
