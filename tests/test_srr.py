@@ -243,13 +243,21 @@ def test_patch_mode_differs_from_full_mode_for_a_conv_generator(tiny):
   assert np.abs(tiny['patch'] - tiny['full']).max() > 1e-3
 
 
-def test_compiled_once_across_chunks():
-  traces = []
+def _identity_recording(seen):
+  """An identity generator that appends each traced batch shape to `seen` (it runs
+  at trace time only, so `len(seen)` counts compilations)."""
 
-  def counting_identity(params, patches):
-    traces.append(patches.shape)  # Runs at trace time only.
+  def identity(params, patches):
+    del params
+    seen.append(patches.shape)
     return patches
 
+  return identity
+
+
+def test_compiled_once_across_chunks():
+  traces = []
+  counting_identity = _identity_recording(traces)
   slices = _random_slices(5, 33, 40)
   bar = []
   out = srr.reconstruct_slices(counting_identity, None, slices,
@@ -293,11 +301,7 @@ def test_window_rejects_a_bad_setting_naming_it(settings, field):
 
 def test_equal_windows_share_one_compiled_program():
   traces = []
-
-  def counting_identity(params, patches):
-    traces.append(patches.shape)  # Runs at trace time only.
-    return patches
-
+  counting_identity = _identity_recording(traces)
   slices = _random_slices(2, 40, 40)
   for _ in range(2):  # Two equal Window objects: one cache entry.
     srr.reconstruct_slices(counting_identity, None, slices, srr.Window(stride=9))
