@@ -149,6 +149,66 @@ def test_slice_thickness_and_kernel_reach_the_pairs(data_root):
     smore.make_source(config, volumes, [])
 
 
+def test_match_noise_gives_the_simulated_inputs_the_acquired_slices_noise(tmp_path):
+  """Degrading averages noise down (a 4 mm rectangle halves it); match_noise tops it up."""
+  rng = np.random.default_rng(0)
+  sigma = 3.0
+  # 4 mm slices along axis 1, 1 mm in-plane: slices 2-9 flat tissue, air slices to
+  # measure the noise in, and a bright one so the tissue is not at the window's top.
+  clean = np.full((48, 12, 48), 100.0, np.float32)
+  clean[:, 1], clean[:, 10:] = 0.0, 0.0
+  clean[:, 0] = 200.0
+  noisy = np.abs(clean + sigma * rng.standard_normal(clean.shape)
+                 + 1j * sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+  path = str(tmp_path / "noisy.nii.gz")
+  nib.save(nib.Nifti1Image(noisy, np.diag([1.0, 4.0, 1.0, 1.0])), path)
+  config = tiny_config(path)
+  config.data.slice_profile, config.data.slice_thickness = "rect", 4.0
+  volumes = patches.prepare_volumes(config.data)
+  half_width = volumes[0].normalizer.half_width
+  assert inplane_pairs.noise_sigma(volumes[0]) * half_width == pytest.approx(sigma, rel=0.05)
+
+  def tissue_noise(match):
+    config.data.match_noise = match
+    source = smore.make_source(config, volumes, [])
+    stds = []
+    for i in range(400):
+      example = source.sample(i % len(source.slices), i)
+      y = volumes[0].normalizer.inverse(example["y"][..., 0])
+      if abs(y.mean() - 100.0) < 2 * sigma:  # A tissue slice (all flat).
+        stds.append(np.std(example["x"][..., 0] * half_width))
+    assert len(stds) > 20
+    return float(np.mean(stds)), source
+
+  plain, source = tissue_noise(False)
+  matched, matched_source = tissue_noise(True)
+  assert source.noise_sigmas == [0.0]
+  assert matched_source.noise_sigmas[0] * half_width == pytest.approx(sigma, rel=0.05)
+  # What inference feeds the network: low-resolution-plane slices of the cubic-spline
+  # volume, 16 x 16 windows (thick direction along the rows) of its noise (the spline
+  # of the clean scan subtracted: it rings at the air and bright slices), in the
+  # tissue slices 2-9 (rows 8-36).
+  noise = (preprocess.prepare_input(noisy, np.diag([1.0, 4.0, 1.0, 1.0]), config.data).isotropic
+           - preprocess.prepare_input(clean, np.diag([1.0, 4.0, 1.0, 1.0]), config.data).isotropic)
+  windows = [np.std(noise[a, r:r + 16, c:c + 16]) for a in range(0, 48, 4)
+             for r in range(8, 21, 2) for c in range(0, 33, 4)]
+  inference = float(np.mean(windows))
+  assert matched / inference == pytest.approx(1.0, abs=0.1)
+  assert plain / inference < 0.7
+
+
+def test_match_noise_adds_nothing_to_a_noise_free_scan(data_root):
+  config = tiny_config(data_root)
+  volumes = patches.prepare_volumes(config.data)
+  config.data.match_noise = True
+  matched = smore.make_source(config, volumes, [])
+  config.data.match_noise = False
+  plain = smore.make_source(config, volumes, [])
+  assert matched.noise_sigmas == [0.0]
+  for i in range(5):
+    np.testing.assert_array_equal(matched.sample(i, i)["x"], plain.sample(i, i)["x"])
+
+
 def test_data_consistency_uses_the_same_profile_settings(tmp_path):
   """infer's acquisition model reads data.slice_kernel / thickness like the pairs do."""
   scan, data, affine = oblique_scan(tmp_path / "scan.nii.gz")

@@ -113,6 +113,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.patches_per_slice = 16  # Examples per acquired slice per epoch.
   config.data.augment = True  # Rotations by 90 degrees and flips of each slice.
   config.data.min_foreground = 0.2
+  # Give the simulated inputs the scan's own noise (measured in its air), which the
+  # degradation averages down: the network then trains on inputs as noisy as the
+  # low-resolution planes it is applied to (clade_jax/data/inplane_pairs.py).
+  config.data.match_noise = True
 
   config.model = ml_collections.ConfigDict()
   config.model.features = 64

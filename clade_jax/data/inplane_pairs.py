@@ -24,6 +24,15 @@ in both directions, take the role of the thick one. Each example also draws whic
 pixel the first sample sits on (the phase), so every pixel of a slice is sometimes an
 acquired position and sometimes lies between two.
 
+Noise (`match_noise`): a thick slice carries the scanner's noise at full strength, but
+degrading an acquired slice averages its noise over the profile (a 4 mm rectangle on
+1 mm pixels halves its standard deviation), so without care the network trains on
+inputs cleaner than the ones it is applied to, and at inference sharpens the noise it
+never saw. The noise sigma is measured in the scan's air (`profile_estimation.
+air_noise_sigma`: Rayleigh there) and each simulated sample gets the Gaussian noise
+that brings its variance back to sigma^2 (sigma^2 (1 - sum of its weights squared)). A
+scan without usable air (noise-free, or masked to zero) gets none.
+
 The source is random access: example i is a pure function of (seed, record, i), which
 is what the shared grain pipeline needs to shuffle, shard and resume.
 """
@@ -37,6 +46,7 @@ from scipy import ndimage
 
 from clade_jax.data import consistency
 from clade_jax.data import foreground
+from clade_jax.data import profile_estimation
 from clade_jax.data import volume as volume_lib
 
 # Fine spacings within this relative tolerance of the target are used as they are;
@@ -168,6 +178,8 @@ class InPlanePairs:
     min_foreground: fraction of a patch that must be foreground.
     background_level: foreground is brighter than this fraction of [-1, 1].
     augment: apply a random symmetry of the square to each slice first.
+    match_noise: give the simulated samples the acquired slices' noise (the module
+      docstring); `noise_sigmas` holds what was measured per volume (network units).
     seed: base of every example's random stream.
 
   Raises:
@@ -176,13 +188,14 @@ class InPlanePairs:
 
   def __init__(self, volumes, *, patch_size=48, patches_per_slice=16, profile="gaussian",
                thickness_mm=None, min_foreground=0.3, background_level=0.05, augment=True,
-               seed=0):
+               match_noise=False, seed=0):
     self.patch_size = patch_size
     self.foreground = foreground.ForegroundPatches(patch_size, min_foreground,
                                                    background_level)
     self.augment = augment
     self.seed = seed
     self.hr, self.ratios, self.phases, self._matrices = [], [], [], {}
+    self.noise_sigmas, self._missing_noise = [], {}
     for v, volume in enumerate(volumes):
       fine = float(volume_lib.voxel_spacing(volume.scan.affine)[volume.thick_axis])
       spacing = volume.scan.slice_spacing
@@ -200,9 +213,15 @@ class InPlanePairs:
             f"{volume.path}: acquired slices {stack.shape[1:]} at {ratio:.3g} fine pixels "
             f"per slice leave no {patch_size}x{patch_size} patch on the fine grid; lower "
             "data.patch_size")
+      sigma = noise_sigma(volume) if match_noise else 0.0
       for n in set(sides):
         for p in phases:
-          self._matrices[v, n, p] = acquisition_rows(n, ratio, thickness_vox, profile, p)
+          matrix = acquisition_rows(n, ratio, thickness_vox, profile, p)
+          self._matrices[v, n, p] = matrix
+          # Per sample: the standard deviation that tops its filtered noise up to sigma.
+          self._missing_noise[v, n, p] = sigma * np.sqrt(
+              np.maximum(1.0 - np.sum(matrix ** 2, axis=1), 0.0))
+      self.noise_sigmas.append(sigma)
       self.hr.append(stack)
       self.ratios.append(ratio)
       self.phases.append(phases)
@@ -227,6 +246,17 @@ class InPlanePairs:
     p = self.patch_size
     # Only the patch's columns are degraded: the rows couple, the columns do not.
     samples = matrix @ np.asarray(image[:, c:c + p], np.float64)
+    if self.noise_sigmas[v]:
+      missing = self._missing_noise[v, image.shape[0], phase]
+      samples += missing[:, None] * rng.standard_normal(samples.shape)
     x = np.clip(to_fine_grid(samples, self.ratios[v])[r:r + p], -1.0, 1.0)
     y = target[r:r + p, c:c + p]
     return {"x": x[..., None].astype(np.float32), "y": y[..., None].astype(np.float32)}
+
+
+def noise_sigma(volume) -> float:
+  """The acquired samples' noise sigma in network units (0 without usable air)."""
+  acquired = volume.scan.acquired
+  threshold = profile_estimation.FOREGROUND * float(np.percentile(acquired, 99.5))
+  sigma = profile_estimation.air_noise_sigma(acquired, threshold)
+  return 0.0 if sigma is None else sigma / volume.normalizer.half_width

@@ -71,7 +71,7 @@ _REFINE = 11
 _MAX_LINES = 8000
 
 # The foreground: voxels above this fraction of the robust max (99.5th percentile).
-_FOREGROUND = 0.1
+FOREGROUND = 0.1
 # Its bounding box ignores slabs holding fewer foreground voxels than this fraction
 # of the fullest one: a few noise voxels in the air must not stretch it to the edges.
 _BOX_FRACTION = 1e-3
@@ -229,7 +229,7 @@ def estimate_profile(volume: np.ndarray, spacing_mm, thick_axis: int, *,
   unknown = [f for f in families if f not in FAMILIES]
   if unknown or not families:
     raise ValueError(f"families must be among {FAMILIES}, got {families}")
-  threshold = _FOREGROUND * float(np.percentile(volume, 99.5))
+  threshold = FOREGROUND * float(np.percentile(volume, 99.5))
   sigma = air_noise_sigma(volume, threshold)
   volume = volume[_foreground_box(volume > threshold)]
   inplane = [a for a in range(3) if a != thick_axis]

@@ -116,7 +116,8 @@ def make_source(config, volumes, holdout) -> inplane_pairs.InPlanePairs:
   return inplane_pairs.InPlanePairs(
       volumes, patch_size=data.patch_size, patches_per_slice=data.patches_per_slice,
       profile=profile, thickness_mm=thickness, min_foreground=data.min_foreground,
-      background_level=data.background_level, augment=data.augment, seed=config.seed)
+      background_level=data.background_level, augment=data.augment,
+      match_noise=data.get("match_noise", False), seed=config.seed)
 
 
 def init_state(config, rng: jax.Array) -> TrainState:
